@@ -1,0 +1,228 @@
+"""One typed configuration, loaded from TOML; CLI flags override single values.
+
+Sections mirror the pipeline: [server], [generator], [context], [selector] and a list of
+[[reward_models]]. Unknown keys are errors, so a typo never silently keeps a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from laser_serve.errors import ConfigError
+from laser_serve.models import MINILM, SMOLLM2, laser_home
+
+RM_KINDS = ("seq-cls", "lm-judge", "lm-loglik", "embedding", "verifier")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # 0 disables the metrics endpoint
+    state_dir: str = ""  # empty: $LASER_HOME/state
+    snapshot_interval_s: float = 60.0
+    pending_ttl_s: float = 3600.0
+    max_pending: int = 100_000
+    max_n: int = 16
+    max_candidates: int = 64
+    max_new_tokens: int = 1024
+    max_prompt_chars: int = 2_000_000
+    max_messages: int = 256
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_inflight: int = 64
+    shutdown_grace_s: float = 30.0
+    tasks: list[str] = field(default_factory=lambda: ["default"])
+    # "nll": reward the chosen RM with the policy's quantile-normalized -NLL of the chosen
+    # candidate whenever a request expects no application feedback (the paper's label-free
+    # best-of-n reward). Empty: learn only from Feedback.
+    auto_feedback: str = ""
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "vllm"  # "vllm" or "hf"
+    model: str = SMOLLM2
+    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on GPU
+    max_model_len: int = 2048
+    default_n: int = 4
+    default_temperature: float = 0.8
+    default_max_tokens: int = 64
+    # vLLM: fraction of GPU memory (on CPU: of the NUMA node's memory) for weights + KV cache.
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    enable_prefix_caching: bool = True
+
+
+@dataclass
+class ContextConfig:
+    encoder: str = "sentence"  # "sentence" (MiniLM) or "policy" (policy LM last hidden state)
+    model: str = MINILM  # sentence encoder model
+    tail_tokens: int = 256  # without context_text, the prompt's last tokens are encoded
+
+
+@dataclass
+class SelectorConfig:
+    policy: str = "linucb"
+    alpha: float = 0.1
+    lam: float = 1.0
+    normalize: bool = True
+    project_to: int = 0  # 0: no random projection
+    reward_norm: str = "none"  # none | quantile | minmax
+    window: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class RewardModelConfig:
+    name: str
+    kind: str
+    model: str
+    max_length: int = 1024
+    batch_size: int = 8
+    device: str = "auto"
+
+
+def default_reward_models() -> list[RewardModelConfig]:
+    """The embedded CPU pool: two judges on SmolLM2 (shared weights) and one embedding RM."""
+    return [
+        RewardModelConfig("smol-judge", "lm-judge", SMOLLM2),
+        RewardModelConfig("smol-loglik", "lm-loglik", SMOLLM2),
+        RewardModelConfig("minilm-sim", "embedding", MINILM, max_length=256),
+    ]
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    selector: SelectorConfig = field(default_factory=SelectorConfig)
+    reward_models: list[RewardModelConfig] = field(default_factory=default_reward_models)
+
+    def state_dir(self) -> Path:
+        return Path(self.server.state_dir) if self.server.state_dir else laser_home() / "state"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The effective configuration as TOML (what `--print-config` shows)."""
+        lines: list[str] = []
+        data = self.to_dict()
+        for section in ("server", "generator", "context", "selector"):
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
+            lines.append("")
+        for rm in data["reward_models"]:
+            lines.append("[[reward_models]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in rm.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+    def validate(self) -> Config:
+        s, g = self.server, self.generator
+        _check(g.backend in ("vllm", "hf"), "generator.backend must be 'vllm' or 'hf'")
+        _check(self.context.encoder in ("sentence", "policy"),
+               "context.encoder must be 'sentence' or 'policy'")
+        _check(self.selector.reward_norm in ("none", "quantile", "minmax"),
+               "selector.reward_norm must be none, quantile or minmax")
+        _check(s.auto_feedback in ("", "nll"), "server.auto_feedback must be '' or 'nll'")
+        _check(s.max_n >= 1, "server.max_n must be >= 1")
+        _check(1 <= g.default_n <= s.max_n, "generator.default_n must be in 1..server.max_n")
+        _check(s.max_inflight >= 1, "server.max_inflight must be >= 1")
+        _check(s.pending_ttl_s > 0, "server.pending_ttl_s must be > 0")
+        _check(bool(s.tasks), "server.tasks must name at least one task")
+        _check(bool(self.reward_models), "at least one [[reward_models]] entry is needed")
+        names = [rm.name for rm in self.reward_models]
+        _check(len(set(names)) == len(names), f"reward model names must be unique: {names}")
+        for rm in self.reward_models:
+            _check(rm.kind in RM_KINDS, f"reward_models.{rm.name}.kind must be one of {RM_KINDS}")
+            _check(bool(rm.name) and ":" not in rm.name,
+                   f"reward model name {rm.name!r} must be non-empty and contain no ':'")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(v)  # strings and lists of strings are valid TOML in JSON spelling
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(sorted(unknown))}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Convert TOML values and `--set` strings to the field's type, or say what is wrong."""
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if hint in (int, float):
+            return hint(value)
+        if hint is str:
+            return str(value)
+        if typing.get_origin(hint) is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"{where}: cannot use {value!r} as {getattr(hint, '__name__', hint)}")
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a TOML file (or the defaults) and apply `section.key=value` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    sections = {"server": ServerConfig, "generator": GeneratorConfig,
+                "context": ContextConfig, "selector": SelectorConfig}
+    unknown = set(data) - set(sections) - {"reward_models"}
+    if unknown:
+        raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or section not in sections:
+            raise ConfigError(
+                f"override {item!r} must look like section.key=value with section one of "
+                f"{', '.join(sections)}"
+            )
+        data.setdefault(section, {})[name] = value
+    config = Config(**{s: _build(cls, data.get(s, {}), s) for s, cls in sections.items()})
+    if "reward_models" in data:
+        config.reward_models = [
+            _build(RewardModelConfig, rm, f"reward_models[{i}]")
+            for i, rm in enumerate(data["reward_models"])
+        ]
+    return config.validate()

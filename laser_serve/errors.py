@@ -1,0 +1,5 @@
+"""Errors that carry a message meant for people (CLI output, gRPC status details)."""
+
+
+class ConfigError(ValueError):
+    """The configuration or a model name is wrong; the message says what to do."""

@@ -1,0 +1,98 @@
+"""vLLM backend: one AsyncLLM engine shared by every request, so vLLM batches them."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from laser_serve.generation.base import Candidate, Prompt, Sampling
+from laser_serve.models import resolve
+
+log = logging.getLogger(__name__)
+
+
+class VllmGenerator:
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        max_model_len: int,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.3,
+        enforce_eager: bool = True,
+        enable_prefix_caching: bool = True,
+    ) -> None:
+        self.model = model
+        self.max_model_len = max_model_len
+        self._args = dict(
+            dtype=dtype,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+        )
+        self._engine: Any = None
+
+    async def start(self) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from laser_serve.devices import default_device
+
+        started = time.monotonic()
+        dtype = self._args["dtype"]
+        if dtype == "auto" and default_device() == "cpu":
+            dtype = "float32"  # this class of CPU has no fast bf16
+        args = AsyncEngineArgs(
+            model=str(resolve(self.model)),
+            max_model_len=self.max_model_len,
+            dtype=dtype,
+            gpu_memory_utilization=self._args["gpu_memory_utilization"],
+            enforce_eager=self._args["enforce_eager"],
+            enable_prefix_caching=self._args["enable_prefix_caching"],
+            disable_log_stats=True,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        log.info("vllm engine for %s ready in %.1fs", self.model, time.monotonic() - started)
+
+    async def generate(self, prompt: Prompt, sampling: Sampling, request_id: str) -> list[Candidate]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            logprobs=0,  # the sampled token's raw log-prob, for mean_logprob
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+        final = None
+        # Cancelling this coroutine closes the generator, which aborts the vLLM request.
+        async for output in self._engine.generate(
+            TokensPrompt(prompt_token_ids=prompt.token_ids), params, request_id
+        ):
+            final = output
+        if final is None:
+            raise RuntimeError("vLLM returned no output")
+        return [
+            Candidate(
+                text=o.text,
+                token_count=len(o.token_ids),
+                finish_reason="stop" if o.finish_reason == "stop" else "length",
+                mean_logprob=(o.cumulative_logprob / len(o.token_ids))
+                if o.token_ids and o.cumulative_logprob is not None
+                else math.nan,
+            )
+            for o in final.outputs
+        ]
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
