@@ -25,7 +25,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464  # 0 disables the metrics endpoint
+    metrics_port: int = 9464  # 0 picks a free port, -1 disables the metrics endpoint
     state_dir: str = ""  # empty: $LASER_HOME/state
     snapshot_interval_s: float = 60.0
     pending_ttl_s: float = 3600.0
@@ -129,10 +129,14 @@ class Config:
     def validate(self) -> Config:
         s, g = self.server, self.generator
         _check(g.backend in ("vllm", "hf"), "generator.backend must be 'vllm' or 'hf'")
-        _check(self.context.encoder in ("sentence", "policy"),
-               "context.encoder must be 'sentence' or 'policy'")
-        _check(self.selector.reward_norm in ("none", "quantile", "minmax"),
-               "selector.reward_norm must be none, quantile or minmax")
+        _check(
+            self.context.encoder in ("sentence", "policy"),
+            "context.encoder must be 'sentence' or 'policy'",
+        )
+        _check(
+            self.selector.reward_norm in ("none", "quantile", "minmax"),
+            "selector.reward_norm must be none, quantile or minmax",
+        )
         _check(s.auto_feedback in ("", "nll"), "server.auto_feedback must be '' or 'nll'")
         _check(s.max_n >= 1, "server.max_n must be >= 1")
         _check(1 <= g.default_n <= s.max_n, "generator.default_n must be in 1..server.max_n")
@@ -144,8 +148,10 @@ class Config:
         _check(len(set(names)) == len(names), f"reward model names must be unique: {names}")
         for rm in self.reward_models:
             _check(rm.kind in RM_KINDS, f"reward_models.{rm.name}.kind must be one of {RM_KINDS}")
-            _check(bool(rm.name) and ":" not in rm.name,
-                   f"reward model name {rm.name!r} must be non-empty and contain no ':'")
+            _check(
+                bool(rm.name) and ":" not in rm.name,
+                f"reward model name {rm.name!r} must be non-empty and contain no ':'",
+            )
         return self
 
 
@@ -205,8 +211,12 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    sections = {"server": ServerConfig, "generator": GeneratorConfig,
-                "context": ContextConfig, "selector": SelectorConfig}
+    sections = {
+        "server": ServerConfig,
+        "generator": GeneratorConfig,
+        "context": ContextConfig,
+        "selector": SelectorConfig,
+    }
     unknown = set(data) - set(sections) - {"reward_models"}
     if unknown:
         raise ConfigError(f"unknown section(s) in {path}: {', '.join(sorted(unknown))}")

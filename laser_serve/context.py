@@ -59,8 +59,10 @@ class SentenceContext:
 class PolicyContext:
     name = "policy"
 
-    def __init__(self, model: str, device: str) -> None:
-        self.lm, self.tokenizer = causal_lm(model, device)
+    def __init__(self, model: str, device: str, loaded: tuple[Any, Any] | None = None) -> None:
+        # `loaded`: a (model, tokenizer) pair already in memory, e.g. the policy being trained,
+        # whose hidden states move with training (the cached `causal_lm` copy stays frozen).
+        self.lm, self.tokenizer = loaded if loaded is not None else causal_lm(model, device)
         self.dim = int(self.lm.config.hidden_size)
 
     def encode(self, prompt_ids: list[int], prompt_text: str, question: str) -> np.ndarray:

@@ -136,6 +136,14 @@ def causal_lm(name: str, device: str) -> tuple[Any, Any]:
 
 
 @functools.cache
+def policy_tokenizer(name: str) -> Any:
+    """The policy tokenizer alone (vLLM holds the weights in its own process)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve(name))
+
+
+@functools.cache
 def text_encoder(name: str, device: str) -> tuple[Any, Any]:
     """(model, tokenizer) of a sentence encoder (mean pooling, as all-MiniLM-L6-v2)."""
     from transformers import AutoModel, AutoTokenizer

@@ -13,7 +13,12 @@ from laser_serve.generation.base import (
 )
 
 __all__ = [
-    "Candidate", "Generator", "Prompt", "PromptBuilder", "Sampling", "make_generator",
+    "Candidate",
+    "Generator",
+    "Prompt",
+    "PromptBuilder",
+    "Sampling",
+    "make_generator",
     "truncate_middle",
 ]
 

@@ -48,7 +48,9 @@ class Generator(Protocol):
 
     async def start(self) -> None: ...
 
-    async def generate(self, prompt: Prompt, sampling: Sampling, request_id: str) -> list[Candidate]:
+    async def generate(
+        self, prompt: Prompt, sampling: Sampling, request_id: str
+    ) -> list[Candidate]:
         """Sample; cancelling the awaiting task aborts the work and frees its slot."""
         ...
 
@@ -62,7 +64,7 @@ def truncate_middle(token_ids: list[int], max_tokens: int) -> list[int]:
     if len(token_ids) <= max_tokens:
         return list(token_ids)
     half = max_tokens // 2
-    return list(token_ids[:half]) + list(token_ids[len(token_ids) - (max_tokens - half):])
+    return list(token_ids[:half]) + list(token_ids[len(token_ids) - (max_tokens - half) :])
 
 
 class PromptBuilder:
@@ -101,8 +103,10 @@ class PromptBuilder:
             raise ValueError("the chat messages do not fit the model window even when cut")
         messages = [dict(m) for m in messages]
         messages[longest]["content"] = self.tokenizer.decode(truncate_middle(content_ids, keep))
-        ids = self._template(messages)[-budget:] if len(self._template(messages)) > budget else (
-            self._template(messages)
+        ids = (
+            self._template(messages)[-budget:]
+            if len(self._template(messages)) > budget
+            else (self._template(messages))
         )
         return Prompt(ids, self.tokenizer.decode(ids), truncated=True)
 

@@ -22,13 +22,35 @@ class HfGenerator:
         self._lm: Any = None
         self._tokenizer: Any = None
 
+    @classmethod
+    def from_loaded(
+        cls, model: str, lm: Any, tokenizer: Any, max_model_len: int, device: str = "auto"
+    ) -> HfGenerator:
+        """Wrap an already-loaded (model, tokenizer) pair, e.g. a policy being trained (whose
+        weights must not be the shared `causal_lm` copy); no `start()` needed."""
+        generator = cls(model, max_model_len, device)
+        generator._lm, generator._tokenizer = lm, tokenizer
+        return generator
+
     async def start(self) -> None:
+        if self._lm is not None:  # built by from_loaded
+            return
         loop = asyncio.get_running_loop()
         self._lm, self._tokenizer = await loop.run_in_executor(
             torch_executor(), causal_lm, self.model, self.device
         )
 
-    async def generate(self, prompt: Prompt, sampling: Sampling, request_id: str) -> list[Candidate]:
+    def generate_blocking(
+        self, prompts: list[Prompt], sampling: Sampling, logprobs: bool = True
+    ) -> list[list[Candidate]]:
+        """`sampling.n` candidates for each prompt from one batched `generate` call (left
+        padding). Blocking: call on the torch thread. `logprobs=False` skips mean_logprob,
+        whose per-step logits dominate memory for long greedy batches."""
+        return self._generate_batch(prompts, sampling, threading.Event(), logprobs)
+
+    async def generate(
+        self, prompt: Prompt, sampling: Sampling, request_id: str
+    ) -> list[Candidate]:
         cancelled = threading.Event()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(torch_executor(), self._generate, prompt, sampling, cancelled)
@@ -41,6 +63,15 @@ class HfGenerator:
     def _generate(
         self, prompt: Prompt, sampling: Sampling, cancelled: threading.Event
     ) -> list[Candidate]:
+        return self._generate_batch([prompt], sampling, cancelled)[0]
+
+    def _generate_batch(
+        self,
+        prompts: list[Prompt],
+        sampling: Sampling,
+        cancelled: threading.Event,
+        logprobs: bool = True,
+    ) -> list[list[Candidate]]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -48,12 +79,17 @@ class HfGenerator:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
 
-        if cancelled.is_set():
-            return []
+        if cancelled.is_set() or not prompts:
+            return [[] for _ in prompts]
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         tok = self._tokenizer
-        input_ids = torch.tensor([prompt.token_ids], device=self.device)
+        width = max(len(p.token_ids) for p in prompts)
+        input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends where decoding starts
+            input_ids[i, width - len(p.token_ids) :] = torch.tensor(p.token_ids)
+            attention_mask[i, width - len(p.token_ids) :] = 1
         greedy = sampling.temperature == 0
         kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_tokens,
@@ -61,7 +97,7 @@ class HfGenerator:
             num_return_sequences=sampling.n,
             pad_token_id=tok.pad_token_id,
             return_dict_in_generate=True,
-            output_logits=True,
+            output_logits=logprobs,
             stopping_criteria=StoppingCriteriaList([StopWhenCancelled()]),
         )
         if not greedy:
@@ -70,14 +106,18 @@ class HfGenerator:
             kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
         with torch.inference_mode():
             out = self._lm.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                **kwargs,
             )
-        new = out.sequences[:, input_ids.shape[1] :]
-        logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # raw model log-probs
-        token_lp = logprobs.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        candidates = []
+        new = out.sequences[:, width:]
+        token_lp = None
+        if logprobs:
+            lp = torch.stack(out.logits, dim=1).float().log_softmax(-1)  # raw model log-probs
+            token_lp = lp.gather(-1, new.unsqueeze(-1)).squeeze(-1).tolist()
         eos = set(_as_list(self._lm.generation_config.eos_token_id)) | {tok.eos_token_id}
-        for row, lps in zip(new.tolist(), token_lp.tolist(), strict=True):
+        candidates = []
+        for r, row in enumerate(new.tolist()):  # rows: prompt 0's n samples, then prompt 1's
             length = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
             hit_eos = length <= len(row) and row[length - 1] in eos
             text = tok.decode(row[:length], skip_special_tokens=True)
@@ -90,10 +130,14 @@ class HfGenerator:
                     text=text,
                     token_count=length,  # EOS included, as vLLM counts
                     finish_reason="stop" if stopped else "length",
-                    mean_logprob=sum(lps[:length]) / length if length else math.nan,
+                    mean_logprob=sum(token_lp[r][:length]) / length
+                    if token_lp is not None and length
+                    else math.nan,
+                    extra={"token_ids": row[:length]},  # what was sampled (training scores it)
                 )
             )
-        return candidates
+        n = sampling.n
+        return [candidates[i * n : (i + 1) * n] for i in range(len(prompts))]
 
     async def close(self) -> None:
         pass

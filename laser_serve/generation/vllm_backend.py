@@ -57,7 +57,9 @@ class VllmGenerator:
         self._engine = AsyncLLM.from_engine_args(args)
         log.info("vllm engine for %s ready in %.1fs", self.model, time.monotonic() - started)
 
-    async def generate(self, prompt: Prompt, sampling: Sampling, request_id: str) -> list[Candidate]:
+    async def generate(
+        self, prompt: Prompt, sampling: Sampling, request_id: str
+    ) -> list[Candidate]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind

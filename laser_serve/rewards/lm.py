@@ -60,10 +60,12 @@ def mean_logprobs(rm: _CausalLmRM, messages: list[dict[str, str]], candidates: l
     cand_ids = [rm._ids(c)[: rm.max_length // 2] + [tok.eos_token_id] for c in candidates]
     longest = max(len(c) for c in cand_ids)
     prompt = tok.apply_chat_template(
-        rm._fit_prompt(messages, longest), add_generation_prompt=True, tokenize=True,
+        rm._fit_prompt(messages, longest),
+        add_generation_prompt=True,
+        tokenize=True,
         return_dict=True,
     )["input_ids"]
-    prompt = list(prompt)[-(rm.max_length - longest):]
+    prompt = list(prompt)[-(rm.max_length - longest) :]
     scores = []
     for start in range(0, len(cand_ids), rm.batch_size):
         batch = cand_ids[start : start + rm.batch_size]
@@ -107,7 +109,9 @@ class LmJudgeRM(_CausalLmRM):
             )[0]["content"]
             text = JUDGE_TEMPLATE.format(prompt=user, candidate=cand)
             ids = tok.apply_chat_template(
-                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
+                [{"role": "user", "content": text}],
+                add_generation_prompt=True,
+                tokenize=True,
                 return_dict=True,
             )["input_ids"]
             prompts.append(list(ids)[-self.max_length :])

@@ -31,7 +31,7 @@ class SamplingParams(_message.Message):
     def __init__(self, n: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("prompt", "messages", "sampling", "candidates", "context_text", "policy", "task", "return_all_scores", "return_context", "score_with_all")
+    __slots__ = ("prompt", "messages", "sampling", "candidates", "context_text", "policy", "task", "return_all_scores", "return_context", "score_with_all", "expect_feedback")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class RerankRequest(_message.Message):
     RETURN_ALL_SCORES_FIELD_NUMBER: _ClassVar[int]
     RETURN_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     SCORE_WITH_ALL_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     sampling: SamplingParams
@@ -52,7 +53,8 @@ class RerankRequest(_message.Message):
     return_all_scores: bool
     return_context: bool
     score_with_all: bool
-    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., candidates: _Optional[_Iterable[str]] = ..., context_text: _Optional[str] = ..., policy: _Optional[str] = ..., task: _Optional[str] = ..., return_all_scores: _Optional[bool] = ..., return_context: _Optional[bool] = ..., score_with_all: _Optional[bool] = ...) -> None: ...
+    expect_feedback: bool
+    def __init__(self, prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., candidates: _Optional[_Iterable[str]] = ..., context_text: _Optional[str] = ..., policy: _Optional[str] = ..., task: _Optional[str] = ..., return_all_scores: _Optional[bool] = ..., return_context: _Optional[bool] = ..., score_with_all: _Optional[bool] = ..., expect_feedback: _Optional[bool] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("text", "token_count", "finish_reason", "score", "rm_scores", "mean_logprob")

@@ -1,0 +1,190 @@
+"""`laser-bench rerank-cost`: what one RM per prompt saves against the ensemble of K RMs.
+
+Table 1 sends the same prompts with the same caller-provided candidates through a real server
+under policy=linucb, policy=ensemble and each fixed RM, and reports medians of request
+latency and RM seconds, the linucb/ensemble ratios, and the selector + bookkeeping share of
+request time. Table 2 measures generation throughput of the vLLM and transformers backends
+on the same prompts with n candidates each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from laser_serve.api import pb, rpc
+from laser_serve.client import rerank_request
+
+QUESTIONS = [
+    "What is the capital of France?", "How many legs does a spider have?",
+    "Why is the sky blue?", "What is 12 times 12?", "Who wrote Hamlet?",
+    "What is photosynthesis?", "Name three primary colours.", "How far is the Moon?",
+]
+CANDIDATES = [
+    "The answer is given in the first sentence of the text.",
+    "I am not sure, but I think it is related to the question.",
+    "Here is a short, direct answer with one supporting reason.",
+    "A long answer that repeats the question and then explains the context in detail, "
+    "covering the background, the key facts and a conclusion.",
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rerank-cost", help="RM cost of LinUCB vs the ensemble; generation tok/s")
+    p.add_argument("--server", help="HOST:PORT of a running laser-serve (default: start one)")
+    p.add_argument("--requests", type=int, default=24, help="requests per policy")
+    p.add_argument("--candidates", type=int, default=4, help="candidates per request")
+    p.add_argument("--gen-prompts", type=int, default=2, help="prompts for the throughput table")
+    p.add_argument("--gen-n", type=int, default=8, help="candidates per prompt when generating")
+    p.add_argument("--gen-tokens", type=int, default=32, help="new tokens per candidate")
+    p.add_argument("--gen-prompt-tokens", type=int, default=1000, help="prompt length")
+    p.add_argument("--backends", default="vllm,hf", help="generation backends to measure")
+    p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str, Any]:
+    with grpc.insecure_channel(target) as channel:
+        stub = rpc.LaserStub(channel)
+        rms = [r.name for r in stub.ListRewardModels(pb.ListRewardModelsRequest()).reward_models]
+        policies = ["linucb", "ensemble", *[f"fixed:{rm}" for rm in rms]]
+        rows = {}
+        for policy in policies:
+            latency, rm_seconds, overhead = [], [], []
+            for i in range(requests):
+                q = QUESTIONS[i % len(QUESTIONS)]
+                req = rerank_request(q, candidates=CANDIDATES[:n_candidates], policy=policy,
+                                     context_text=q)
+                t = time.perf_counter()
+                resp = stub.Rerank(req)
+                latency.append(time.perf_counter() - t)
+                tm = resp.timings
+                rm_seconds.append(sum(tm.rm_seconds.values()))
+                work = tm.encode_seconds + tm.score_seconds + tm.generate_seconds
+                overhead.append(max(tm.total_seconds - work, 0.0) / tm.total_seconds)
+                if policy == "linucb":  # keep the learner learning, as in production
+                    stub.Feedback(pb.FeedbackRequest(selection_id=resp.selection_id,
+                                                     reward=float(i % 2)))
+            rows[policy] = {
+                "latency_s_p50": statistics.median(latency),
+                "rm_seconds_p50": statistics.median(rm_seconds),
+                "rm_seconds_mean": statistics.fmean(rm_seconds),
+                "overhead_share_p50": statistics.median(overhead),
+            }
+    k = len(rms)
+    lin, ens = rows["linucb"], rows["ensemble"]
+    return {
+        "reward_models": rms,
+        "rows": rows,
+        "rm_seconds_ratio": lin["rm_seconds_mean"] / ens["rm_seconds_mean"],
+        "rm_seconds_ratio_target": 1.2 / k,
+        "latency_ratio": lin["latency_s_p50"] / ens["latency_s_p50"],
+        "linucb_overhead_share": lin["overhead_share_p50"],
+    }
+
+
+def long_prompt(tokens: int) -> str:
+    """A long real-text prompt: LongBench rows from ../shared when present, else filler."""
+    shared = Path(__file__).resolve().parents[1].parent / "shared/data/longbench/qasper.jsonl"
+    if shared.exists():
+        row = json.loads(shared.read_text().splitlines()[0])
+        text = row["context"] + "\n\nQuestion: " + row["input"]
+    else:
+        text = " ".join(f"Sentence {i} of the document talks about topic {i % 17}."
+                        for i in range(tokens))
+    return text[: tokens * 5]
+
+
+async def measure_generation(
+    backend: str, n_prompts: int, n: int, max_tokens: int, prompt_tokens: int
+) -> dict[str, Any]:
+    from laser_serve.config import GeneratorConfig
+    from laser_serve.generation import PromptBuilder, Sampling, make_generator
+    from laser_serve.models import policy_tokenizer
+
+    config = GeneratorConfig(backend=backend)
+    builder = PromptBuilder(policy_tokenizer(config.model), config.max_model_len)
+    tok = builder.tokenizer
+    ids = tok(long_prompt(prompt_tokens), add_special_tokens=False)["input_ids"][:prompt_tokens]
+    text = tok.decode(ids)
+    prompts = [builder.build(f"[{i}] " + text, None, max_tokens) for i in range(n_prompts)]
+    generator = make_generator(config)
+    await generator.start()
+    try:
+        sampling = Sampling(n=n, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=0)
+        await generator.generate(prompts[0], sampling, "warmup")  # first call pays set-up
+        t = time.perf_counter()
+        outs = await asyncio.gather(*[
+            generator.generate(p, sampling, f"bench-{i}") for i, p in enumerate(prompts)
+        ])
+        seconds = time.perf_counter() - t
+    finally:
+        await generator.close()
+    tokens = sum(c.token_count for cands in outs for c in cands)
+    return {"backend": backend, "prompt_tokens": len(prompts[0].token_ids), "n": n,
+            "prompts": n_prompts, "new_tokens": tokens, "seconds": seconds,
+            "tokens_per_s": tokens / seconds}
+
+
+def run(args: argparse.Namespace) -> int:
+    from laser_serve.server.testing import running_server
+
+    result: dict[str, Any] = {}
+    if args.server:
+        result["policies"] = measure_policies(args.server, args.requests, args.candidates)
+    else:
+        with running_server(["--generator", "hf"]) as target:
+            result["policies"] = measure_policies(target, args.requests, args.candidates)
+    if not args.skip_generation:
+        result["generation"] = [
+            asyncio.run(measure_generation(b, args.gen_prompts, args.gen_n, args.gen_tokens,
+                                           args.gen_prompt_tokens))
+            for b in args.backends.split(",")
+        ]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_tables(result))
+    return 0
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    pol = result["policies"]
+    k = len(pol["reward_models"])
+    lines = [
+        f"RM cost per request ({k} RMs, same prompts and candidates; medians)",
+        "",
+        "| policy | latency p50 (s) | RM seconds p50 | RM seconds mean | selector+bookkeeping share |",
+        "|---|---|---|---|---|",
+    ]
+    for policy, row in pol["rows"].items():
+        lines.append(
+            f"| {policy} | {row['latency_s_p50']:.3f} | {row['rm_seconds_p50']:.3f} | "
+            f"{row['rm_seconds_mean']:.3f} | {100 * row['overhead_share_p50']:.2f}% |"
+        )
+    lines += [
+        "",
+        f"linucb/ensemble RM seconds: {pol['rm_seconds_ratio']:.3f} "
+        f"(target <= 1.2/K = {pol['rm_seconds_ratio_target']:.3f})",
+        f"linucb/ensemble end-to-end latency: {pol['latency_ratio']:.3f}",
+        f"selector + bookkeeping share of a linucb request: "
+        f"{100 * pol['linucb_overhead_share']:.2f}% (target <= 2%)",
+    ]
+    if "generation" in result:
+        lines += ["", "Generation throughput (same prompts)", "",
+                  "| backend | prompt tokens | prompts x n | new tokens | seconds | tokens/s |",
+                  "|---|---|---|---|---|---|"]
+        for g in result["generation"]:
+            lines.append(
+                f"| {g['backend']} | {g['prompt_tokens']} | {g['prompts']} x {g['n']} | "
+                f"{g['new_tokens']} | {g['seconds']:.1f} | {g['tokens_per_s']:.1f} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Typed Python client for applications: `Client` (blocking) and `AsyncClient` (asyncio).
+
+from laser_serve.client import Client
+with Client("127.0.0.1:50051") as laser:
+    r = laser.rerank("What is the capital of France?", n=4)
+    laser.feedback(r.selection_id, reward=1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from laser_serve.api import pb, rpc
+
+Messages = Sequence[tuple[str, str] | dict[str, str]]
+
+
+def rerank_request(
+    prompt: str | None = None,
+    *,
+    messages: Messages | None = None,
+    n: int = 0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int = 0,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    candidates: Sequence[str] = (),
+    context_text: str = "",
+    policy: str = "",
+    task: str = "",
+    return_all_scores: bool = False,
+    return_context: bool = False,
+    score_with_all: bool = False,
+    expect_feedback: bool = False,
+) -> pb.RerankRequest:
+    """Build a RerankRequest; unset sampling values take the server's defaults."""
+    sampling = pb.SamplingParams(n=n, max_tokens=max_tokens, stop=list(stop))
+    if temperature is not None:
+        sampling.temperature = temperature
+    if top_p is not None:
+        sampling.top_p = top_p
+    if seed is not None:
+        sampling.seed = seed
+    msgs = [
+        pb.Message(**m) if isinstance(m, dict) else pb.Message(role=m[0], content=m[1])
+        for m in messages or ()
+    ]
+    return pb.RerankRequest(
+        prompt=prompt or "",
+        messages=msgs,
+        sampling=sampling,
+        candidates=list(candidates),
+        context_text=context_text,
+        policy=policy,
+        task=task,
+        return_all_scores=return_all_scores,
+        return_context=return_context,
+        score_with_all=score_with_all,
+        expect_feedback=expect_feedback,
+    )
+
+
+class Client:
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.channel = (
+            grpc.secure_channel(target, credentials, options=options)
+            if credentials
+            else grpc.insecure_channel(target, options=options)
+        )
+        self.stub = rpc.LaserStub(self.channel)
+        self.timeout = timeout
+
+    def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
+        return self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
+
+    def feedback(self, selection_id: str, reward: float) -> pb.FeedbackResponse:
+        return self.stub.Feedback(
+            pb.FeedbackRequest(selection_id=selection_id, reward=reward), timeout=self.timeout
+        )
+
+    def selector_state(self) -> pb.SelectorState:
+        return self.stub.GetSelectorState(pb.GetSelectorStateRequest(), timeout=self.timeout)
+
+    def reward_models(self) -> list[pb.RewardModelInfo]:
+        resp = self.stub.ListRewardModels(pb.ListRewardModelsRequest(), timeout=self.timeout)
+        return list(resp.reward_models)
+
+    def server_info(self) -> pb.ServerInfo:
+        return self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.channel = (
+            grpc.aio.secure_channel(target, credentials, options=options)
+            if credentials
+            else grpc.aio.insecure_channel(target, options=options)
+        )
+        self.stub = rpc.LaserStub(self.channel)
+        self.timeout = timeout
+
+    async def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
+        return await self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
+
+    async def feedback(self, selection_id: str, reward: float) -> pb.FeedbackResponse:
+        return await self.stub.Feedback(
+            pb.FeedbackRequest(selection_id=selection_id, reward=reward), timeout=self.timeout
+        )
+
+    async def selector_state(self) -> pb.SelectorState:
+        return await self.stub.GetSelectorState(pb.GetSelectorStateRequest(), timeout=self.timeout)
+
+    async def reward_models(self) -> list[pb.RewardModelInfo]:
+        resp = await self.stub.ListRewardModels(pb.ListRewardModelsRequest(), timeout=self.timeout)
+        return list(resp.reward_models)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,193 @@
+"""generate → encode → select → score → choose: the one composition of the pieces.
+
+The server, `laser-bench` and `laser-train` call this module; none of them re-implements it.
+Torch work (encoder, RMs, hf generation) runs on the single torch thread; vLLM runs in its
+own engine process and batches concurrent requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from laser_serve.config import Config
+from laser_serve.context import ContextEncoder, PolicyContext, SentenceContext
+from laser_serve.devices import default_device, torch_executor
+from laser_serve.generation import (
+    Candidate,
+    Generator,
+    Prompt,
+    PromptBuilder,
+    Sampling,
+    make_generator,
+)
+from laser_serve.models import policy_tokenizer
+from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
+from laser_serve.selector import Policy, combine_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RerankInput:
+    prompt: str | None
+    messages: list[dict[str, str]] | None
+    sampling: Sampling
+    candidates: list[str] = field(default_factory=list)  # caller-provided: nothing generated
+    context_text: str = ""
+    score_with_all: bool = False  # score with every RM (benches); the policy still chooses
+
+
+@dataclass
+class RerankResult:
+    candidates: list[Candidate]
+    chosen_index: int
+    arms: tuple[int, ...]  # arm indices whose scores chose
+    scores: np.ndarray  # the choosing score per candidate
+    rm_scores: dict[str, np.ndarray]  # raw scores by RM name
+    rm_seconds: dict[str, float]
+    context: np.ndarray
+    truncated: bool
+    timings: dict[str, float]  # generate, encode, select, score
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        generator: Generator,
+        prompts: PromptBuilder,
+        encoder: ContextEncoder,
+        reward_models: list[RewardModel],
+    ) -> None:
+        self.config = config
+        self.generator = generator
+        self.prompts = prompts
+        self.encoder = encoder
+        self.reward_models = reward_models
+        self.arms = tuple(rm.name for rm in reward_models)
+
+    @classmethod
+    async def load(cls, config: Config) -> Pipeline:
+        """Load every model (RMs stay resident) and start the generator."""
+        loop = asyncio.get_running_loop()
+        device = default_device()
+
+        def load_torch_models() -> tuple[PromptBuilder, ContextEncoder, list[RewardModel]]:
+            started = time.monotonic()
+            rms = []
+            for rm_config in config.reward_models:
+                t = time.monotonic()
+                rms.append(make_reward_model(rm_config))
+                log.info(
+                    "loaded reward model %s (%s, %s) on %s in %.1fs",
+                    rm_config.name,
+                    rm_config.kind,
+                    rm_config.model,
+                    rms[-1].device,
+                    time.monotonic() - t,
+                )
+            ctx = config.context
+            encoder: ContextEncoder
+            if ctx.encoder == "policy":
+                encoder = PolicyContext(config.generator.model, device)
+            else:
+                encoder = SentenceContext(ctx.model, device, ctx.tail_tokens)
+            tokenizer = policy_tokenizer(config.generator.model)
+            log.info(
+                "loaded context encoder %s (dim %d) in %.1fs total",
+                encoder.name,
+                encoder.dim,
+                time.monotonic() - started,
+            )
+            return PromptBuilder(tokenizer, config.generator.max_model_len), encoder, rms
+
+        prompts, encoder, rms = await loop.run_in_executor(torch_executor(), load_torch_models)
+        generator = make_generator(config.generator)
+        await generator.start()
+        return cls(config, generator, prompts, encoder, rms)
+
+    async def close(self) -> None:
+        await self.generator.close()
+
+    def prepare(
+        self, prompt: str | None, messages: list[dict[str, str]] | None, max_tokens: int
+    ) -> Prompt:
+        return self.prompts.build(prompt, messages, max_tokens)
+
+    async def rerank(self, request: RerankInput, policy: Policy, request_id: str) -> RerankResult:
+        loop = asyncio.get_running_loop()
+        timings = {"generate": 0.0, "encode": 0.0, "select": 0.0, "score": 0.0}
+        prompt = self.prepare(request.prompt, request.messages, request.sampling.max_tokens)
+        messages = request.messages or [{"role": "user", "content": prompt.text}]
+        question = request.context_text
+
+        t = time.perf_counter()
+        x = await loop.run_in_executor(
+            torch_executor(), self.encoder.encode, prompt.token_ids, prompt.text, question
+        )
+        timings["encode"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        arms = policy.choose(x)
+        timings["select"] = time.perf_counter() - t
+
+        if request.candidates:
+            candidates = [
+                Candidate(
+                    c,
+                    len(self.prompts.tokenizer(c, add_special_tokens=False)["input_ids"]),
+                    "provided",
+                )
+                for c in request.candidates
+            ]
+        else:
+            t = time.perf_counter()
+            candidates = await self.generator.generate(prompt, request.sampling, request_id)
+            timings["generate"] = time.perf_counter() - t
+
+        scoring = range(len(self.reward_models)) if request.score_with_all else arms
+        score_request = ScoreRequest(
+            messages, [c.text for c in candidates], question or _tail(prompt.text)
+        )
+        t = time.perf_counter()
+        rm_scores, rm_seconds = await loop.run_in_executor(
+            torch_executor(), self._score, score_request, list(scoring)
+        )
+        timings["score"] = time.perf_counter() - t
+
+        chosen_scores = (
+            rm_scores[self.arms[arms[0]]]
+            if len(arms) == 1
+            else combine_scores(np.stack([rm_scores[self.arms[a]] for a in arms]))
+        )
+        return RerankResult(
+            candidates=candidates,
+            chosen_index=int(np.argmax(chosen_scores)),  # ties: the first candidate
+            arms=tuple(arms),
+            scores=chosen_scores,
+            rm_scores=rm_scores,
+            rm_seconds=rm_seconds,
+            context=x,
+            truncated=prompt.truncated,
+            timings=timings,
+        )
+
+    def _score(
+        self, request: ScoreRequest, arms: list[int]
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        scores, seconds = {}, {}
+        for a in arms:
+            rm = self.reward_models[a]
+            t = time.perf_counter()
+            scores[rm.name] = np.asarray(rm.score(request), dtype=np.float64)
+            seconds[rm.name] = time.perf_counter() - t
+        return scores, seconds
+
+
+def _tail(text: str, chars: int = 2000) -> str:
+    return text[-chars:]

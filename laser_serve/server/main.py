@@ -1,0 +1,201 @@
+"""`laser-serve`: start the gRPC server on the configured models.
+
+Order of start-up: gRPC (health NOT_SERVING, so probes get an answer) and metrics come up
+first, then the models load, the saved learning state is replayed, and health turns SERVING.
+SIGTERM/SIGINT: NOT_SERVING, stop accepting, finish in-flight requests up to
+server.shutdown_grace_s, save the selector state, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from laser_serve import config as config_module
+from laser_serve.api import SERVICE_NAME, pb, rpc
+from laser_serve.config import Config
+from laser_serve.errors import ConfigError
+from laser_serve.selector import SelectorStateError
+from laser_serve.server import journal
+from laser_serve.server.learning import Learner
+from laser_serve.server.metrics import Metrics
+from laser_serve.server.service import LaserService
+
+log = logging.getLogger("laser_serve")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: easy to ship and to grep."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="laser-serve", description=__doc__.splitlines()[0])
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--host", help="gRPC bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
+    p.add_argument("--metrics-host", help="metrics bind address (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics-port", type=int, help="Prometheus port (default 9464; 0: free port; -1: off)"
+    )
+    p.add_argument("--generator", choices=["vllm", "hf"], help="generation backend")
+    p.add_argument("--state-dir", help="where selector state and the journal live")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any configuration value, e.g. --set selector.alpha=0.5",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the effective config")
+    p.add_argument("--port-file", help="write the bound ports here (JSON) once serving")
+    p.add_argument("--log-level", default="info")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    overrides = list(args.set)
+    for flag, key in (
+        ("host", "server.host"),
+        ("port", "server.port"),
+        ("metrics_host", "server.metrics_host"),
+        ("metrics_port", "server.metrics_port"),
+        ("generator", "generator.backend"),
+        ("state_dir", "server.state_dir"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = config_module.load(args.config, overrides)
+    if any(rm.kind == "verifier" for rm in config.reward_models):
+        raise ConfigError("verifier reward models need gold answers; use them in laser-train")
+    return config
+
+
+async def serve(config: Config, port_file: str | None = None) -> None:
+    metrics = Metrics()
+    metrics_port = -1
+    if config.server.metrics_port >= 0:
+        metrics_port = metrics.serve(config.server.metrics_host, config.server.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", config.server.metrics_host, metrics_port)
+    service = LaserService(config, metrics)
+    s = config.server
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", s.max_message_bytes),
+            ("grpc.max_send_message_length", s.max_message_bytes),
+        ]
+    )
+    rpc.add_LaserServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{s.host}:{s.port}")
+    if port == 0:
+        raise ConfigError(f"cannot bind gRPC to {s.host}:{s.port}; is the port in use?")
+    for name in ("", SERVICE_NAME):  # "" is liveness; the service name is readiness
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    log.info("grpc listening on %s:%d (NOT_SERVING while models load)", s.host, port)
+
+    started = time.monotonic()
+    from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
+
+    pipeline = await Pipeline.load(config)
+    learner = Learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
+    await asyncio.get_running_loop().run_in_executor(None, learner.open)
+    service.attach(pipeline, learner)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving %s with policy %s on %d reward models; ready in %.1fs",
+        SERVICE_NAME,
+        learner.policy.name,
+        len(pipeline.arms),
+        time.monotonic() - started,
+    )
+    if port_file:  # for tests and supervisors that start us on free ports
+        journal.atomic_write(
+            Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode()
+        )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    housekeeping = asyncio.create_task(_housekeeping(config, learner))
+    await stop.wait()
+
+    log.info("shutting down: finishing in-flight requests (up to %.0fs)", s.shutdown_grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(s.shutdown_grace_s)
+    housekeeping.cancel()
+    learner.close()
+    await pipeline.close()
+    log.info("selector state saved in %s; bye", config.state_dir())
+
+
+async def _housekeeping(config: Config, learner: Learner) -> None:
+    """Expire pending selections and snapshot the learning state periodically."""
+    loop = asyncio.get_running_loop()
+    last_snapshot = time.monotonic()
+    tick = min(10.0, config.server.pending_ttl_s / 4, config.server.snapshot_interval_s)
+    while True:
+        await asyncio.sleep(tick)
+        await loop.run_in_executor(None, learner.expire, time.time())
+        if time.monotonic() - last_snapshot >= config.server.snapshot_interval_s:
+            await loop.run_in_executor(None, learner.snapshot)
+            last_snapshot = time.monotonic()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    try:
+        config = build_config(args)
+        if args.print_config:
+            print(config.to_toml())
+            return 0
+        asyncio.run(serve(config, args.port_file))
+    except (ConfigError, SelectorStateError) as exc:
+        print(f"laser-serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+# pb is imported for its side effect of registering the descriptors used by reflection.
+__all__ = ["main", "pb"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The server learns from feedback, and keeps what it learned across restarts."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import grpc
+from serverutil import server_config
+
+from laser_serve.api import pb, rpc
+from laser_serve.client import rerank_request
+from laser_serve.server.testing import ServerProcess
+
+COUNTRIES = [
+    "France",
+    "Spain",
+    "Italy",
+    "Japan",
+    "Peru",
+    "Kenya",
+    "Chile",
+    "Norway",
+    "Egypt",
+    "India",
+    "Canada",
+    "Brazil",
+    "Poland",
+    "Greece",
+    "Vietnam",
+    "Mexico",
+]
+# Each task's feedback rewards one RM: LinUCB must learn which from the context alone.
+BEST_RM = {"math": "minilm-sim", "geo": "smol-loglik"}
+
+
+def task_request(task: str, rng: random.Random) -> pb.RerankRequest:
+    if task == "math":
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        question = f"Compute the sum {a} + {b} and show the arithmetic."
+        candidates = [str(a + b), str(a + b + 1)]
+    else:
+        country = rng.choice(COUNTRIES)
+        question = f"Which city is the capital of {country}? Name the city."
+        candidates = ["The capital city.", "I do not know."]
+    return rerank_request(
+        question, candidates=candidates, context_text=question, task=task, expect_feedback=True
+    )
+
+
+def test_linucb_learns_the_right_rm_per_task(stub: rpc.LaserStub) -> None:
+    rng = random.Random(0)
+    hits: list[bool] = []
+    rounds = 220
+    for i in range(rounds):
+        task = "math" if i % 2 == 0 else "geo"
+        resp = stub.Rerank(task_request(task, rng))
+        chosen = resp.reward_models[0]
+        stub.Feedback(
+            pb.FeedbackRequest(
+                selection_id=resp.selection_id, reward=1.0 if chosen == BEST_RM[task] else 0.0
+            )
+        )
+        hits.append(chosen == BEST_RM[task])
+    last = hits[-50:]
+    assert sum(last) / len(last) >= 0.8, f"right RM in {sum(last)}/50 of the last calls"
+
+
+def test_restart_keeps_what_was_learned(tmp_path: Path, tiny_rm: Path) -> None:
+    state = tmp_path / "state"
+    args = ["--config", str(server_config(tmp_path, tiny_rm)), "--generator", "hf"]
+    first = ServerProcess(args, str(state), tmp_path / "first.log")
+    with grpc.insecure_channel(first.start()) as channel:
+        stub = rpc.LaserStub(channel)
+        rng = random.Random(1)
+        for i in range(6):
+            resp = stub.Rerank(task_request("math", rng))
+            stub.Feedback(pb.FeedbackRequest(selection_id=resp.selection_id, reward=0.1 * i))
+        pending = stub.Rerank(task_request("geo", rng))  # feedback only after the restart
+        before = stub.GetSelectorState(pb.GetSelectorStateRequest())
+    assert first.stop() == 0, first.log_tail()
+
+    second = ServerProcess(args, str(state), tmp_path / "second.log")
+    try:
+        with grpc.insecure_channel(second.start()) as channel:
+            stub = rpc.LaserStub(channel)
+            after = stub.GetSelectorState(pb.GetSelectorStateRequest())
+            assert [(a.reward_model, a.pulls, a.mean_reward) for a in after.arms] == [
+                (a.reward_model, a.pulls, a.mean_reward) for a in before.arms
+            ]
+            assert after.pending_selections == 1
+            fb = stub.Feedback(pb.FeedbackRequest(selection_id=pending.selection_id, reward=1.0))
+            assert fb.reward_model == pending.reward_models[0]
+    finally:
+        assert second.stop() == 0, second.log_tail()
+
+
+def test_mismatched_state_refuses_to_start(tmp_path: Path, tiny_rm: Path) -> None:
+    """A saved state for other RMs is an error that names the problem, never a reset."""
+    state = tmp_path / "state"
+    args = ["--config", str(server_config(tmp_path, tiny_rm)), "--generator", "hf"]
+    first = ServerProcess(args, str(state), tmp_path / "first.log")
+    first.start()
+    assert first.stop() == 0
+    other = ServerProcess(["--generator", "hf"], str(state), tmp_path / "other.log")
+    try:
+        other.start(timeout=300)
+        raise AssertionError("server started on a mismatched state")
+    except RuntimeError:
+        pass
+    assert other.proc is not None and other.proc.returncode == 2
+    assert "does not match this configuration" in other.log_tail()
