@@ -162,7 +162,7 @@ def format_tables(result: dict[str, Any]) -> str:
     lines = [
         f"RM cost per request ({k} RMs, same prompts and candidates; medians)",
         "",
-        "| policy | latency p50 (s) | RM seconds p50 | RM seconds mean | selector+bookkeeping share |",
+        "| policy | latency p50 (s) | RM s p50 | RM s mean | selector+bookkeeping share |",
         "|---|---|---|---|---|",
     ]
     for policy, row in pol["rows"].items():
