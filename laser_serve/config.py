@@ -43,6 +43,15 @@ class ServerConfig:
     # candidate whenever a request expects no application feedback (the paper's label-free
     # best-of-n reward). Empty: learn only from Feedback.
     auto_feedback: str = ""
+    # Access. TLS when tls_cert and tls_key are set; tls_client_ca also demands client certs.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Bearer tokens (file: one per line; env: the name of a variable holding them). None set:
+    # no token check. Health checks stay open unless auth_health_open is false.
+    auth_tokens_file: str = ""
+    auth_tokens_env: str = ""
+    auth_health_open: bool = True
 
 
 @dataclass

@@ -43,6 +43,13 @@ class RerankInput:
 
 
 @dataclass
+class Trace:
+    """The stage a request is in, so a deadline or cancellation can say what it cut."""
+
+    stage: str = "prepare"
+
+
+@dataclass
 class RerankResult:
     candidates: list[Candidate]
     chosen_index: int
@@ -119,19 +126,26 @@ class Pipeline:
     ) -> Prompt:
         return self.prompts.build(prompt, messages, max_tokens)
 
-    async def rerank(self, request: RerankInput, policy: Policy, request_id: str) -> RerankResult:
+    async def rerank(
+        self, request: RerankInput, policy: Policy, request_id: str, trace: Trace | None = None
+    ) -> RerankResult:
+        """Cancelling the calling task stops the work: a queued torch job never starts and the
+        vLLM request is aborted."""
+        trace = trace or Trace()
         loop = asyncio.get_running_loop()
         timings = {"generate": 0.0, "encode": 0.0, "select": 0.0, "score": 0.0}
         prompt = self.prepare(request.prompt, request.messages, request.sampling.max_tokens)
         messages = request.messages or [{"role": "user", "content": prompt.text}]
         question = request.context_text
 
+        trace.stage = "encode"
         t = time.perf_counter()
         x = await loop.run_in_executor(
             torch_executor(), self.encoder.encode, prompt.token_ids, prompt.text, question
         )
         timings["encode"] = time.perf_counter() - t
 
+        trace.stage = "select"
         t = time.perf_counter()
         arms = policy.choose(x)
         timings["select"] = time.perf_counter() - t
@@ -146,6 +160,7 @@ class Pipeline:
                 for c in request.candidates
             ]
         else:
+            trace.stage = "generate"
             t = time.perf_counter()
             candidates = await self.generator.generate(prompt, request.sampling, request_id)
             timings["generate"] = time.perf_counter() - t
@@ -154,6 +169,7 @@ class Pipeline:
         score_request = ScoreRequest(
             messages, [c.text for c in candidates], question or _tail(prompt.text)
         )
+        trace.stage = "score"
         t = time.perf_counter()
         rm_scores, rm_seconds = await loop.run_in_executor(
             torch_executor(), self._score, score_request, list(scoring)

@@ -35,7 +35,9 @@ def generate(out_dir: Path) -> dict[str, str]:
         for name in STUBS:
             text = (Path(tmp) / "laser/v1" / name).read_text()
             # protoc writes absolute imports of the proto package; make them package-relative.
-            texts[name] = text.replace("from laser.v1 import", "from laser_serve.api.laser.v1 import")
+            texts[name] = text.replace(
+                "from laser.v1 import", "from laser_serve.api.laser.v1 import"
+            )
     target = out_dir / "laser" / "v1"
     target.mkdir(parents=True, exist_ok=True)
     for pkg in (out_dir / "laser", target):

@@ -27,6 +27,7 @@ from laser_serve.config import Config
 from laser_serve.errors import ConfigError
 from laser_serve.selector import SelectorStateError
 from laser_serve.server import journal
+from laser_serve.server.auth import BearerTokenInterceptor, load_tokens, server_credentials
 from laser_serve.server.learning import Learner
 from laser_serve.server.metrics import Metrics
 from laser_serve.server.service import LaserService
@@ -100,11 +101,14 @@ async def serve(config: Config, port_file: str | None = None) -> None:
         log.info("metrics on http://%s:%d/metrics", config.server.metrics_host, metrics_port)
     service = LaserService(config, metrics)
     s = config.server
+    tokens = load_tokens(s)
+    interceptors = [BearerTokenInterceptor(tokens, s.auth_health_open)] if tokens else []
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", s.max_message_bytes),
             ("grpc.max_send_message_length", s.max_message_bytes),
-        ]
+        ],
     )
     rpc.add_LaserServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -117,13 +121,25 @@ async def serve(config: Config, port_file: str | None = None) -> None:
         ),
         server,
     )
-    port = server.add_insecure_port(f"{s.host}:{s.port}")
+    credentials = server_credentials(s)
+    address = f"{s.host}:{s.port}"
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise ConfigError(f"cannot bind gRPC to {s.host}:{s.port}; is the port in use?")
     for name in ("", SERVICE_NAME):  # "" is liveness; the service name is readiness
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    log.info("grpc listening on %s:%d (NOT_SERVING while models load)", s.host, port)
+    log.info(
+        "grpc listening on %s:%d (%s, %s; NOT_SERVING while models load)",
+        s.host,
+        port,
+        "tls" if credentials else "plaintext",
+        "token auth" if tokens else "no auth",
+    )
 
     started = time.monotonic()
     from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow

@@ -21,7 +21,7 @@ from laser_serve import __version__
 from laser_serve.api import pb, rpc
 from laser_serve.config import Config
 from laser_serve.errors import ConfigError
-from laser_serve.pipeline import Pipeline
+from laser_serve.pipeline import Pipeline, Trace
 from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound
 from laser_serve.server.metrics import Metrics
 from laser_serve.server.validation import InvalidArgument, parse_feedback, parse_rerank
@@ -111,7 +111,12 @@ class LaserService(rpc.LaserServicer):
             policy = self.learner.policy_for(request.policy)
         except ValueError as exc:
             raise InvalidArgument("policy", str(exc)) from None
-        result = await self.pipeline.rerank(inp, policy, request_id=uuid.uuid4().hex)
+        trace = Trace()
+        try:
+            result = await self.pipeline.rerank(inp, policy, uuid.uuid4().hex, trace)
+        except asyncio.CancelledError:  # client deadline or cancellation
+            self.metrics.stage_cut.labels(trace.stage).inc()
+            raise
         chosen = result.candidates[result.chosen_index]
         rm_names = [self.pipeline.arms[a] for a in result.arms]
         selection_id = self.learner.record(

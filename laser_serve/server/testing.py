@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -30,7 +30,9 @@ class ServerProcess:
         self.target = ""
         self.metrics_url = ""
 
-    def start(self, timeout: float = 900) -> str:
+    def start(self, timeout: float = 900, wait: bool = True) -> str:
+        """Start and return the target; with wait, block until health says SERVING (plaintext
+        servers; for TLS use wait=False and `wait_ready`)."""
         port_file = Path(tempfile.mkstemp(prefix="laser-port-")[1])
         port_file.unlink()
         cmd = [
@@ -64,8 +66,23 @@ class ServerProcess:
         port_file.unlink()
         self.target = f"127.0.0.1:{ports['grpc']}"
         self.metrics_url = f"http://127.0.0.1:{ports['metrics']}/metrics"
-        wait_serving(self.target, deadline - time.monotonic())
+        if wait:
+            wait_serving(self.target, deadline - time.monotonic())
         return self.target
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float = 900) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():
+                    return
+            except grpc.RpcError:
+                pass
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError("laser-serve exited:\n" + self.log_tail())
+            if time.monotonic() > deadline:
+                raise TimeoutError("laser-serve did not become ready:\n" + self.log_tail())
+            time.sleep(0.2)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]

@@ -1,0 +1,341 @@
+"""The Policy interface and what every policy shares: checks, stats, rewards, state."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from laser_serve.selector.context import as_context, as_contexts, as_reward, check_arms, check_dim
+from laser_serve.selector.normalizer import RewardNormalizer
+from laser_serve.selector.state import SelectorStateError, read_state, write_state
+
+# Scores this close (relative) count as tied, so that tie-breaking by lowest index does not
+# depend on BLAS rounding (a batched gemm and a single gemv may differ in the last bits).
+TIE_RTOL = 1e-12
+
+_CONFIG_LABELS = {
+    "arms": "arm names differ",
+    "dim": "dimension differs",
+    "reward_norm": "reward normalization differs",
+    "projection": "projection differs",
+    "lam": "regularization lam differs",
+    "normalize": "context normalization differs",
+}
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """Per-arm introspection. ``mean_reward`` is of raw rewards, 0.0 before any update."""
+
+    name: str
+    index: int
+    pulls: int  # number of updates
+    selections: int  # times choose() returned the arm
+    mean_reward: float
+    mean_normalized_reward: float
+    last_update: float  # unix seconds, 0.0 if never
+
+
+class Policy(ABC):
+    """Chooses reward models (arms) for a context and learns from rewards.
+
+    ``name`` is the canonical spec: ``make_policy(p.name, p.arms, p.dim)`` builds the same
+    kind of policy. Every public method is thread-safe (see the package docstring).
+    """
+
+    name: str
+    arms: tuple[str, ...]
+    dim: int
+
+    def __init__(
+        self,
+        arms: Sequence[str],
+        dim: int,
+        *,
+        seed: int = 0,
+        reward_norm: str = "none",
+        window: int = 1000,
+    ) -> None:
+        self.arms = check_arms(arms)
+        self.dim = check_dim(dim)
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
+        self._index = {name: i for i, name in enumerate(self.arms)}
+        self._lock = threading.RLock()
+        self._normalizer = RewardNormalizer(reward_norm, window)
+        k = len(self.arms)
+        self._pulls = np.zeros(k, dtype=np.int64)
+        self._selections = np.zeros(k, dtype=np.int64)
+        self._reward_sum = np.zeros(k)
+        self._norm_reward_sum = np.zeros(k)
+        self._last_update = np.zeros(k)
+
+    # --- choosing -------------------------------------------------------------------------
+
+    def choose(self, x: np.ndarray) -> tuple[int, ...]:
+        """Arm indices to score with for context ``x`` (shape (dim,))."""
+        xv = as_context(x, self.dim)
+        with self._lock:
+            return self._choose_locked(xv[None, :])[0]
+
+    def choose_batch(self, X: np.ndarray) -> list[tuple[int, ...]]:
+        """``choose`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
+        Xv = as_contexts(X, self.dim)
+        with self._lock:
+            return self._choose_locked(Xv)
+
+    @abstractmethod
+    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
+        """Choices for validated (B, dim) contexts, counting selections; under the lock."""
+
+    # --- learning -------------------------------------------------------------------------
+
+    def update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
+        """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used."""
+        k = self.arm_index(arm)
+        xv = as_context(x, self.dim)
+        r = as_reward(reward)
+        with self._lock:
+            rn = self._normalizer(r)
+            self._learn(k, xv, rn)
+            self._pulls[k] += 1
+            self._reward_sum[k] += r
+            self._norm_reward_sum[k] += rn
+            self._last_update[k] = time.time()
+            return rn
+
+    def _learn(self, k: int, x: np.ndarray, reward: float) -> None:  # noqa: B027
+        """Learning hook for contextual policies (stats are kept by ``update``)."""
+
+    def arm_index(self, arm: int | str) -> int:
+        """Index of an arm given by index or name; ValueError for an unknown arm."""
+        if isinstance(arm, str):
+            if arm in self._index:
+                return self._index[arm]
+        elif isinstance(arm, int | np.integer) and not isinstance(arm, bool | np.bool_):
+            if 0 <= arm < len(self.arms):
+                return int(arm)
+        raise ValueError(f"unknown arm {arm!r}; arms are {list(self.arms)}")
+
+    # --- introspection --------------------------------------------------------------------
+
+    def stats(self) -> list[ArmStats]:
+        with self._lock:
+            return [
+                ArmStats(
+                    name=name,
+                    index=k,
+                    pulls=int(self._pulls[k]),
+                    selections=int(self._selections[k]),
+                    mean_reward=_mean(self._reward_sum[k], self._pulls[k]),
+                    mean_normalized_reward=_mean(self._norm_reward_sum[k], self._pulls[k]),
+                    last_update=float(self._last_update[k]),
+                )
+                for k, name in enumerate(self.arms)
+            ]
+
+    def params(self) -> dict[str, float | int | str]:
+        norm = self._normalizer
+        return {
+            "policy": self.name,
+            "arms": len(self.arms),
+            "dim": self.dim,
+            "seed": self.seed,
+            "reward_norm": norm.mode,
+            "window": norm.window,
+        }
+
+    @property
+    def normalizer(self) -> RewardNormalizer:
+        """The reward normalizer, for reading (``bounds()``, ``history``); not locked."""
+        return self._normalizer
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _config(self) -> dict[str, Any]:
+        """Configuration that a saved state must match (JSON)."""
+        return {"arms": list(self.arms), "dim": self.dim, "reward_norm": self._normalizer.mode}
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """State arrays (copies); called under the lock."""
+        return {
+            "pulls": self._pulls.copy(),
+            "selections": self._selections.copy(),
+            "reward_sum": self._reward_sum.copy(),
+            "norm_reward_sum": self._norm_reward_sum.copy(),
+            "last_update": self._last_update.copy(),
+        }
+
+    def _extra(self) -> dict[str, Any]:
+        """Small JSON state; called under the lock."""
+        return {"normalizer": self._normalizer.state_dict()}
+
+    def _parse_extra(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Check the JSON state and build what ``_install`` needs; may raise, changes nothing."""
+        normalizer = RewardNormalizer(**self._normalizer.config())
+        normalizer.load_state_dict(extra["normalizer"])
+        return {"normalizer": normalizer}
+
+    def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
+        """Install checked state (arrays already copied); called under the lock."""
+        self._pulls = arrays["pulls"]
+        self._selections = arrays["selections"]
+        self._reward_sum = arrays["reward_sum"]
+        self._norm_reward_sum = arrays["norm_reward_sum"]
+        self._last_update = arrays["last_update"]
+        self._normalizer = parsed["normalizer"]
+
+    def _array_shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        k = len(self.arms)
+        return {
+            "pulls": ((k,), "i8"),
+            "selections": ((k,), "i8"),
+            "reward_sum": ((k,), "f8"),
+            "norm_reward_sum": ((k,), "f8"),
+            "last_update": ((k,), "f8"),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """A consistent snapshot: {"policy", "config", "extra" (JSON), "arrays" (copies)}."""
+        with self._lock:
+            return {
+                "policy": self.name,
+                "config": self._config(),
+                "extra": self._extra(),
+                "arrays": self._arrays(),
+            }
+
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "state") -> None:
+        """Replace this policy's state; SelectorStateError if it does not match the config."""
+        try:
+            policy, config = state["policy"], state["config"]
+            extra, arrays = state["extra"], state["arrays"]
+        except (KeyError, TypeError):
+            raise SelectorStateError(f"{source}: malformed selector state") from None
+        if policy != self.name:
+            raise SelectorStateError(
+                f"{source}: state is for policy {policy!r}, this policy is {self.name!r}"
+            )
+        problems = self._mismatches(config)
+        if problems:
+            raise SelectorStateError(
+                f"{source}: saved state does not match this configuration: " + "; ".join(problems)
+            )
+        shapes = self._array_shapes()
+        if set(arrays) != set(shapes):
+            raise SelectorStateError(
+                f"{source}: state arrays {sorted(arrays)} differ from expected {sorted(shapes)}"
+            )
+        checked = {}
+        for key, (shape, dtype) in shapes.items():
+            a = np.array(arrays[key], copy=True)  # never alias the caller's arrays
+            if a.shape != shape or a.dtype != np.dtype(dtype):
+                raise SelectorStateError(
+                    f"{source}: array {key!r} has shape {a.shape} and dtype {a.dtype}, "
+                    f"expected {shape} and {np.dtype(dtype)}"
+                )
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise SelectorStateError(f"{source}: array {key!r} has non-finite values")
+            checked[key] = a
+        if (checked["pulls"] < 0).any() or (checked["selections"] < 0).any():
+            raise SelectorStateError(f"{source}: negative counts")
+        try:
+            parsed = self._parse_extra(extra)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SelectorStateError(f"{source}: malformed selector state: {exc}") from None
+        with self._lock:
+            self._install(checked, parsed)
+
+    def _mismatches(self, saved: dict[str, Any]) -> list[str]:
+        """Human-readable differences between a saved config and this one."""
+        out = []
+        for key, value in self._config().items():
+            if saved.get(key) != value:
+                what = _CONFIG_LABELS.get(key, f"{key} differs")
+                out.append(f"{what} (state: {saved.get(key)!r}, policy: {value!r})")
+        return out
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state atomically (snapshot under the lock, file I/O outside it)."""
+        sd = self.state_dict()
+        header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
+        write_state(path, header, sd["arrays"])
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Load a state saved by a policy of the same configuration."""
+        header, arrays = read_state(path)
+        state = {
+            "policy": header.get("policy"),
+            "config": header.get("config", {}),
+            "extra": header.get("extra", {}),
+            "arrays": arrays,
+        }
+        self.load_state_dict(state, source=os.fspath(path))
+
+    def merge(self, delta: Policy) -> None:
+        """Add another replica's statistics (pulls, reward sums; LinUCB adds more)."""
+        stats = self._delta_stats(delta)
+        with self._lock:
+            self._merge_locked(stats)
+
+    def _delta_stats(self, delta: Policy) -> dict[str, np.ndarray]:
+        if type(delta) is not type(self):
+            raise ValueError(f"cannot merge a {type(delta).__name__} into a {type(self).__name__}")
+        with delta._lock:
+            config = delta._config()
+            stats = delta._arrays()
+        problems = self._mismatches(config)
+        if problems:
+            raise ValueError("cannot merge: " + "; ".join(problems))
+        return stats
+
+    def _merge_locked(self, stats: dict[str, np.ndarray]) -> None:
+        self._pulls += stats["pulls"]
+        self._reward_sum += stats["reward_sum"]
+        self._norm_reward_sum += stats["norm_reward_sum"]
+        np.maximum(self._last_update, stats["last_update"], out=self._last_update)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, arms={self.arms!r}, dim={self.dim})"
+
+
+class SingleArmPolicy(Policy):
+    """A policy that picks exactly one arm per context."""
+
+    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
+        picks = self._pick(X)
+        self._selections += np.bincount(picks, minlength=len(self.arms))
+        return [(int(i),) for i in picks]
+
+    @abstractmethod
+    def _pick(self, X: np.ndarray) -> np.ndarray:
+        """One arm index per row of the validated (B, dim) contexts; called under the lock."""
+
+
+def argmax_lowest(scores: np.ndarray) -> np.ndarray:
+    """Row-wise argmax of (B, K) scores; near-ties (TIE_RTOL) go to the lowest index."""
+    top = scores.max(axis=1, keepdims=True)
+    return np.argmax(scores >= top - TIE_RTOL * np.maximum(1.0, np.abs(top)), axis=1)
+
+
+def _mean(total: float, n: int) -> float:
+    return float(total / n) if n else 0.0
+
+
+def check_finite_param(value: Any, what: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{what} must be a finite {kind} number, got {value!r}")
+    return v

@@ -1,0 +1,117 @@
+"""On-disk selector state: one uncompressed ``.npz`` with a JSON header, written atomically.
+
+Layout (format version 1): member ``header`` is the UTF-8 JSON header as a uint8 array;
+each state array ``name`` is member ``a_<name>``. The header records the format name and
+version, the policy, its configuration, small JSON state, and each array's dtype, shape and
+SHA-256. Loading uses ``allow_pickle=False`` and checks every digest, so a truncated or
+corrupted file raises :class:`SelectorStateError` instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from typing import Any
+
+import numpy as np
+
+FORMAT = "laser-serve/selector-state"
+VERSION = 1
+
+
+class SelectorStateError(ValueError):
+    """A selector state file is unreadable, corrupt, or does not match the policy."""
+
+
+def write_state(
+    path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str, Any]
+) -> None:
+    """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    meta = dict(header, format=FORMAT, version=VERSION)
+    meta["arrays"] = {
+        name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _digest(a)}
+        for name, a in arrays.items()
+    }
+    members = {"header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+    members.update({f"a_{name}": a for name, a in arrays.items()})
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600
+            np.savez(f, **members)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a state file; returns (header, arrays).
+
+    A missing file raises FileNotFoundError (the caller decides whether to start fresh);
+    anything unreadable raises SelectorStateError naming the file.
+    """
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise SelectorStateError(f"{name}: not a selector state file (not an npz)")
+            with npz:
+                header, arrays = _read_members(name, npz)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, SelectorStateError):
+        raise
+    except Exception as exc:  # zipfile, numpy, JSON and decoding errors all mean corrupt
+        raise SelectorStateError(
+            f"{name}: corrupt or truncated selector state ({type(exc).__name__}: {exc})"
+        ) from exc
+    return header, arrays
+
+
+def _read_members(name: str, npz: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    if "header" not in npz.files:
+        raise SelectorStateError(f"{name}: not a selector state file (no header)")
+    header = json.loads(npz["header"].tobytes().decode("utf-8"))
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise SelectorStateError(f"{name}: not a selector state file (format)")
+    if header.get("version") != VERSION:
+        raise SelectorStateError(
+            f"{name}: unsupported state format version {header.get('version')!r} "
+            f"(this build reads version {VERSION})"
+        )
+    specs = header["arrays"]
+    extra = set(npz.files) - {"header"} - {f"a_{k}" for k in specs}
+    if extra:
+        raise SelectorStateError(f"{name}: unexpected members {sorted(extra)}")
+    arrays = {}
+    for key, spec in specs.items():
+        a = npz[f"a_{key}"]
+        if a.dtype.str != spec["dtype"] or list(a.shape) != spec["shape"]:
+            raise SelectorStateError(f"{name}: array {key!r} has the wrong dtype or shape")
+        if _digest(a) != spec["sha256"]:
+            raise SelectorStateError(f"{name}: checksum mismatch in array {key!r}")
+        arrays[key] = a
+    return header, arrays
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).data).hexdigest()

@@ -1,0 +1,102 @@
+"""Bearer-token check for every RPC (health checks may stay open) and TLS credentials."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from laser_serve.config import ServerConfig
+from laser_serve.errors import ConfigError
+
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+def load_tokens(config: ServerConfig) -> list[bytes]:
+    """Tokens from server.auth_tokens_file (one per line) and/or the env var it names."""
+    tokens: list[str] = []
+    if config.auth_tokens_file:
+        try:
+            tokens += Path(config.auth_tokens_file).read_text().split()
+        except OSError as exc:
+            raise ConfigError(f"server.auth_tokens_file: cannot read it: {exc}") from None
+    if config.auth_tokens_env:
+        value = os.environ.get(config.auth_tokens_env, "")
+        if not value:
+            raise ConfigError(f"server.auth_tokens_env: ${config.auth_tokens_env} is empty")
+        tokens += value.replace(",", " ").split()
+    return [t.encode() for t in tokens]
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tokens: list[bytes], health_open: bool) -> None:
+        self.tokens = tokens
+        self.health_open = health_open
+
+    def _allowed(self, metadata: Any) -> bool:
+        header = dict(metadata or ()).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        given = token.encode()
+        ok = False
+        for known in self.tokens:  # no early exit: timing does not tell which token matched
+            ok |= hmac.compare_digest(given, known)
+        return ok
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or (self.health_open and details.method.startswith(HEALTH_PREFIX)):
+            return handler
+        if self._allowed(details.invocation_metadata):
+            return handler
+        return _deny(handler)
+
+
+def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    message = "missing or invalid bearer token (metadata 'authorization: Bearer <token>')"
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        abort,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS from server.tls_cert/tls_key; with server.tls_client_ca, clients must present a
+    certificate signed by that CA."""
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ConfigError("server.tls_cert and server.tls_key must be set together")
+
+    def read(key: str, path: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"server.{key}: cannot read {path}: {exc}") from None
+
+    client_ca = read("tls_client_ca", config.tls_client_ca) if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(read("tls_key", config.tls_key), read("tls_cert", config.tls_cert))],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
