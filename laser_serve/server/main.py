@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from laser_serve import config as config_module
-from laser_serve.api import SERVICE_NAME, pb, rpc
+from laser_serve.api import SERVICE_NAME, pb
 from laser_serve.config import Config
 from laser_serve.errors import ConfigError
 from laser_serve.selector import SelectorStateError
@@ -30,7 +30,7 @@ from laser_serve.server import journal
 from laser_serve.server.auth import BearerTokenInterceptor, load_tokens, server_credentials
 from laser_serve.server.learning import Learner
 from laser_serve.server.metrics import Metrics
-from laser_serve.server.service import LaserService
+from laser_serve.server.service import LaserService, add_to_server
 
 log = logging.getLogger("laser_serve")
 
@@ -110,7 +110,7 @@ async def serve(config: Config, port_file: str | None = None) -> None:
             ("grpc.max_send_message_length", s.max_message_bytes),
         ],
     )
-    rpc.add_LaserServicer_to_server(service, server)
+    add_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import grpc
 
 from laser_serve import __version__
-from laser_serve.api import pb, rpc
+from laser_serve.api import SERVICE_NAME, pb, rpc
 from laser_serve.config import Config
 from laser_serve.errors import ConfigError
 from laser_serve.pipeline import Pipeline, Trace
@@ -34,6 +34,35 @@ class Overloaded(RuntimeError):
     pass
 
 
+class Malformed:
+    """Stands in for a request whose bytes are not a valid message of its type."""
+
+    def __init__(self, type_name: str, error: str) -> None:
+        self.type_name, self.error = type_name, error
+
+
+def _parse(cls: type, data: bytes) -> Any:
+    try:
+        return cls.FromString(data)
+    except Exception as exc:  # DecodeError, invalid UTF-8, ...: the caller's fault
+        return Malformed(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+
+def add_to_server(service: LaserService, server: grpc.aio.Server) -> None:
+    """Register the Laser methods with deserializers that turn malformed bytes into
+    INVALID_ARGUMENT (gRPC's own would answer INTERNAL)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["Laser"].methods:
+        request_cls = getattr(pb, method.input_type.name)
+        response_cls = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(service, method.name),
+            request_deserializer=functools.partial(_parse, request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+
+
 def _handle(method: str) -> Callable[..., Any]:
     def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(fn)
@@ -41,6 +70,11 @@ def _handle(method: str) -> Callable[..., Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if isinstance(request, Malformed):
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    await context.abort(
+                        code, f"request: not a valid {request.type_name} message: {request.error}"
+                    )
                 if self.pipeline is None:
                     code = grpc.StatusCode.UNAVAILABLE
                     await context.abort(code, "models are still loading; retry shortly")

@@ -250,8 +250,7 @@ def test_python_client(server) -> None:
 
 
 def test_deadline_stops_the_work_and_shows_in_metrics(stub: rpc.LaserStub, server) -> None:
-    req = rerank_request("Write a long story about a dragon.", n=8, max_tokens=400,
-                         temperature=1.0)
+    req = rerank_request("Write a long story about a dragon.", n=8, max_tokens=400, temperature=1.0)
     with pytest.raises(grpc.RpcError) as err:
         stub.Rerank(req, timeout=0.3)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -260,7 +259,9 @@ def test_deadline_stops_the_work_and_shows_in_metrics(stub: rpc.LaserStub, serve
     assert resp.selection_id
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     cut = [
-        s for fam in text_string_to_metric_families(text) for s in fam.samples
+        s
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
         if s.name == "laser_stage_cut_total"
     ]
     assert cut and sum(s.value for s in cut) >= 1
