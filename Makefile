@@ -8,7 +8,7 @@ EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test lint bench-selector clean
+.PHONY: install promtool serve test lint clean
 
 install: $(STAMP)
 
@@ -25,8 +25,16 @@ $(STAMP): pyproject.toml Makefile
 serve: install
 	HF_HUB_OFFLINE=1 $(BIN)/laser-serve $(ARGS)
 
-test: install
+test: install promtool
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+# Tests check the alert rules and the metrics exposition with promtool and scrape the server
+# with a real Prometheus (Debian package prometheus).
+promtool:
+	@command -v promtool >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: install
 	$(BIN)/ruff check laser_serve bench tests

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import grpc
+import pytest
 from serverutil import server_config
 
 from laser_serve.api import pb, rpc
@@ -110,3 +111,36 @@ def test_mismatched_state_refuses_to_start(tmp_path: Path, tiny_rm: Path) -> Non
         pass
     assert other.proc is not None and other.proc.returncode == 2
     assert "does not match this configuration" in other.log_tail()
+
+
+def test_auto_feedback_nll_rewards_without_labels(tmp_path: Path) -> None:
+    """With auto_feedback = "nll" a request that expects no feedback teaches the selector at
+    once with the chosen candidate's log-likelihood; one that expects feedback waits for it."""
+    (tmp_path / "laser.toml").write_text(
+        '[server]\nauto_feedback = "nll"\n[selector]\nreward_norm = "none"\n'
+        '[[reward_models]]\nname = "sim"\nkind = "embedding"\n'
+        'model = "builtin:all-minilm-l6-v2"\n'
+    )
+    server = ServerProcess(
+        ["--config", str(tmp_path / "laser.toml"), "--generator", "hf"],
+        str(tmp_path / "state"),
+        tmp_path / "server.log",
+    )
+    with grpc.insecure_channel(server.start()) as channel:
+        stub = rpc.LaserStub(channel)
+        auto = stub.Rerank(rerank_request("Say hello.", n=2, max_tokens=6, seed=1))
+        arm = stub.GetSelectorState(pb.GetSelectorStateRequest()).arms[0]
+        assert arm.pulls == 1
+        # the chosen candidate's mean log-prob, quantile-normalized into [0, 1]
+        assert auto.candidates[auto.chosen_index].mean_logprob < 0
+        assert 0.0 <= arm.mean_reward <= 1.0
+        waits = stub.Rerank(
+            rerank_request("Say bye.", n=2, max_tokens=6, seed=1, expect_feedback=True)
+        )
+        assert stub.GetSelectorState(pb.GetSelectorStateRequest()).arms[0].pulls == 1
+        stub.Feedback(pb.FeedbackRequest(selection_id=waits.selection_id, reward=1.0))
+        assert stub.GetSelectorState(pb.GetSelectorStateRequest()).arms[0].pulls == 2
+        with pytest.raises(grpc.RpcError) as err:  # the auto-rewarded one is answered already
+            stub.Feedback(pb.FeedbackRequest(selection_id=auto.selection_id, reward=1.0))
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert server.stop() == 0
