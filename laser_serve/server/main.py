@@ -97,7 +97,13 @@ async def serve(config: Config, port_file: str | None = None) -> None:
     metrics = Metrics()
     metrics_port = -1
     if config.server.metrics_port >= 0:
-        metrics_port = metrics.serve(config.server.metrics_host, config.server.metrics_port)
+        try:
+            metrics_port = metrics.serve(config.server.metrics_host, config.server.metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {config.server.metrics_host}:"
+                f"{config.server.metrics_port} ({exc.strerror}); pick another --metrics-port"
+            ) from None
         log.info("metrics on http://%s:%d/metrics", config.server.metrics_host, metrics_port)
     service = LaserService(config, metrics)
     s = config.server
@@ -123,11 +129,14 @@ async def serve(config: Config, port_file: str | None = None) -> None:
     )
     credentials = server_credentials(s)
     address = f"{s.host}:{s.port}"
-    port = (
-        server.add_secure_port(address, credentials)
-        if credentials
-        else server.add_insecure_port(address)
-    )
+    try:
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:
+        port = 0
     if port == 0:
         raise ConfigError(f"cannot bind gRPC to {s.host}:{s.port}; is the port in use?")
     for name in ("", SERVICE_NAME):  # "" is liveness; the service name is readiness

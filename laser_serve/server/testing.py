@@ -47,6 +47,8 @@ class ServerProcess:
             self.state_dir,
             "--port-file",
             str(port_file),
+            "--metrics-port",
+            "0",
             *self.args,
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -126,7 +128,7 @@ def running_server(
     """Run laser-serve for the duration of the block; yields "127.0.0.1:PORT"."""
     with tempfile.TemporaryDirectory(prefix="laser-serve-") as tmp:
         server = ServerProcess(
-            ["--metrics-port", "0", *args],
+            list(args),
             state_dir or str(Path(tmp) / "state"),
             Path(tmp) / "server.log",
         )
