@@ -23,9 +23,14 @@ from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
 
 QUESTIONS = [
-    "What is the capital of France?", "How many legs does a spider have?",
-    "Why is the sky blue?", "What is 12 times 12?", "Who wrote Hamlet?",
-    "What is photosynthesis?", "Name three primary colours.", "How far is the Moon?",
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "Why is the sky blue?",
+    "What is 12 times 12?",
+    "Who wrote Hamlet?",
+    "What is photosynthesis?",
+    "Name three primary colours.",
+    "How far is the Moon?",
 ]
 CANDIDATES = [
     "The answer is given in the first sentence of the text.",
@@ -61,8 +66,9 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
             latency, rm_seconds, overhead = [], [], []
             for i in range(requests):
                 q = QUESTIONS[i % len(QUESTIONS)]
-                req = rerank_request(q, candidates=CANDIDATES[:n_candidates], policy=policy,
-                                     context_text=q)
+                req = rerank_request(
+                    q, candidates=CANDIDATES[:n_candidates], policy=policy, context_text=q
+                )
                 t = time.perf_counter()
                 resp = stub.Rerank(req)
                 latency.append(time.perf_counter() - t)
@@ -71,8 +77,9 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
                 work = tm.encode_seconds + tm.score_seconds + tm.generate_seconds
                 overhead.append(max(tm.total_seconds - work, 0.0) / tm.total_seconds)
                 if policy == "linucb":  # keep the learner learning, as in production
-                    stub.Feedback(pb.FeedbackRequest(selection_id=resp.selection_id,
-                                                     reward=float(i % 2)))
+                    stub.Feedback(
+                        pb.FeedbackRequest(selection_id=resp.selection_id, reward=float(i % 2))
+                    )
             rows[policy] = {
                 "latency_s_p50": statistics.median(latency),
                 "rm_seconds_p50": statistics.median(rm_seconds),
@@ -98,8 +105,9 @@ def long_prompt(tokens: int) -> str:
         row = json.loads(shared.read_text().splitlines()[0])
         text = row["context"] + "\n\nQuestion: " + row["input"]
     else:
-        text = " ".join(f"Sentence {i} of the document talks about topic {i % 17}."
-                        for i in range(tokens))
+        text = " ".join(
+            f"Sentence {i} of the document talks about topic {i % 17}." for i in range(tokens)
+        )
     return text[: tokens * 5]
 
 
@@ -122,16 +130,22 @@ async def measure_generation(
         sampling = Sampling(n=n, temperature=0.8, top_p=1.0, max_tokens=max_tokens, seed=0)
         await generator.generate(prompts[0], sampling, "warmup")  # first call pays set-up
         t = time.perf_counter()
-        outs = await asyncio.gather(*[
-            generator.generate(p, sampling, f"bench-{i}") for i, p in enumerate(prompts)
-        ])
+        outs = await asyncio.gather(
+            *[generator.generate(p, sampling, f"bench-{i}") for i, p in enumerate(prompts)]
+        )
         seconds = time.perf_counter() - t
     finally:
         await generator.close()
     tokens = sum(c.token_count for cands in outs for c in cands)
-    return {"backend": backend, "prompt_tokens": len(prompts[0].token_ids), "n": n,
-            "prompts": n_prompts, "new_tokens": tokens, "seconds": seconds,
-            "tokens_per_s": tokens / seconds}
+    return {
+        "backend": backend,
+        "prompt_tokens": len(prompts[0].token_ids),
+        "n": n,
+        "prompts": n_prompts,
+        "new_tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
             result["policies"] = measure_policies(target, args.requests, args.candidates)
     if not args.skip_generation:
         result["generation"] = [
-            asyncio.run(measure_generation(b, args.gen_prompts, args.gen_n, args.gen_tokens,
-                                           args.gen_prompt_tokens))
+            asyncio.run(
+                measure_generation(
+                    b, args.gen_prompts, args.gen_n, args.gen_tokens, args.gen_prompt_tokens
+                )
+            )
             for b in args.backends.split(",")
         ]
     if args.json:
@@ -179,9 +196,13 @@ def format_tables(result: dict[str, Any]) -> str:
         f"{100 * pol['linucb_overhead_share']:.2f}% (target <= 2%)",
     ]
     if "generation" in result:
-        lines += ["", "Generation throughput (same prompts)", "",
-                  "| backend | prompt tokens | prompts x n | new tokens | seconds | tokens/s |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Generation throughput (same prompts)",
+            "",
+            "| backend | prompt tokens | prompts x n | new tokens | seconds | tokens/s |",
+            "|---|---|---|---|---|---|",
+        ]
         for g in result["generation"]:
             lines.append(
                 f"| {g['backend']} | {g['prompt_tokens']} | {g['prompts']} x {g['n']} | "

@@ -135,7 +135,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         timings = {"generate": 0.0, "encode": 0.0, "select": 0.0, "score": 0.0}
         prompt = self.prepare(request.prompt, request.messages, request.sampling.max_tokens)
-        messages = request.messages or [{"role": "user", "content": prompt.text}]
+        # RMs see what the policy saw: the cut prompt, as chat turns when it came as chat.
+        messages = prompt.messages or [{"role": "user", "content": prompt.text}]
         question = request.context_text
 
         trace.stage = "encode"

@@ -8,6 +8,7 @@ from laser_serve.generation.base import (
     Generator,
     Prompt,
     PromptBuilder,
+    PromptError,
     Sampling,
     truncate_middle,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Generator",
     "Prompt",
     "PromptBuilder",
+    "PromptError",
     "Sampling",
     "make_generator",
     "truncate_middle",

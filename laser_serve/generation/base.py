@@ -28,6 +28,8 @@ class Prompt:
     token_ids: list[int]
     text: str
     truncated: bool = False
+    # The chat turns as the model sees them (cut when truncated); None for plain prompts.
+    messages: list[dict[str, str]] | None = None
 
 
 @dataclass
@@ -57,6 +59,14 @@ class Generator(Protocol):
     async def close(self) -> None: ...
 
 
+class PromptError(ValueError):
+    """The prompt cannot be made to fit; `field` names the request field to fix."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 def truncate_middle(token_ids: list[int], max_tokens: int) -> list[int]:
     """Keep the first and last halves of `max_tokens` tokens (LongBench's rule)."""
     if max_tokens <= 0:
@@ -79,9 +89,10 @@ class PromptBuilder:
     ) -> Prompt:
         budget = self.max_model_len - max_new_tokens
         if budget < 16:
-            raise ValueError(
-                f"max_tokens {max_new_tokens} leaves no room for the prompt in the "
-                f"{self.max_model_len}-token window"
+            raise PromptError(
+                "sampling.max_tokens",
+                f"{max_new_tokens} leaves no room for the prompt in the "
+                f"{self.max_model_len}-token window",
             )
         if messages:
             return self._build_chat(messages, budget)
@@ -92,23 +103,22 @@ class PromptBuilder:
     def _build_chat(self, messages: list[dict[str, str]], budget: int) -> Prompt:
         ids = self._template(messages)
         if len(ids) <= budget:
-            return Prompt(ids, self.tokenizer.decode(ids))
+            return Prompt(ids, self.tokenizer.decode(ids), messages=messages)
         # Cut the longest turn in the middle by the excess, then re-apply the template.
         longest = max(range(len(messages)), key=lambda i: len(messages[i]["content"]))
         content_ids = self.tokenizer(messages[longest]["content"], add_special_tokens=False)[
             "input_ids"
         ]
         keep = len(content_ids) - (len(ids) - budget)
-        if keep < 8:
-            raise ValueError("the chat messages do not fit the model window even when cut")
-        messages = [dict(m) for m in messages]
-        messages[longest]["content"] = self.tokenizer.decode(truncate_middle(content_ids, keep))
-        ids = (
-            self._template(messages)[-budget:]
-            if len(self._template(messages)) > budget
-            else (self._template(messages))
-        )
-        return Prompt(ids, self.tokenizer.decode(ids), truncated=True)
+        while True:  # decode/encode round trips can drift by a token or two: cut until it fits
+            if keep < 8:
+                raise PromptError("messages", "do not fit the model window even when cut")
+            cut = [dict(m) for m in messages]
+            cut[longest]["content"] = self.tokenizer.decode(truncate_middle(content_ids, keep))
+            ids = self._template(cut)
+            if len(ids) <= budget:
+                return Prompt(ids, self.tokenizer.decode(ids), truncated=True, messages=cut)
+            keep -= len(ids) - budget
 
     def _template(self, messages: list[dict[str, str]]) -> list[int]:
         out = self.tokenizer.apply_chat_template(

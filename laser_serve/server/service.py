@@ -21,6 +21,7 @@ from laser_serve import __version__
 from laser_serve.api import SERVICE_NAME, pb, rpc
 from laser_serve.config import Config
 from laser_serve.errors import ConfigError
+from laser_serve.generation import PromptError
 from laser_serve.pipeline import Pipeline, Trace
 from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound
 from laser_serve.server.metrics import Metrics
@@ -84,7 +85,7 @@ def _handle(method: str) -> Callable[..., Any]:
                 raise
             except grpc.aio.AbortError:
                 raise
-            except (InvalidArgument, ConfigError) as exc:
+            except (InvalidArgument, PromptError, ConfigError) as exc:
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, str(exc))
             except NotFound as exc:

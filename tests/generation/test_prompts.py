@@ -1,6 +1,6 @@
 import pytest
 
-from laser_serve.generation import PromptBuilder, truncate_middle
+from laser_serve.generation import PromptBuilder, PromptError, truncate_middle
 from laser_serve.models import SMOLLM2, policy_tokenizer
 
 
@@ -37,5 +37,5 @@ def test_chat_prompt_cuts_the_longest_turn(builder: PromptBuilder) -> None:
 
 
 def test_no_room_for_the_prompt(builder: PromptBuilder) -> None:
-    with pytest.raises(ValueError, match="leaves no room"):
+    with pytest.raises(PromptError, match="sampling.max_tokens: 120 leaves no room"):
         builder.build("hi", None, 120)
