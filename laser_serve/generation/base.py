@@ -56,6 +56,10 @@ class Generator(Protocol):
         """Sample; cancelling the awaiting task aborts the work and frees its slot."""
         ...
 
+    def healthy(self) -> bool:
+        """False once the backend cannot serve any more (e.g. the vLLM engine died)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -139,6 +139,9 @@ class HfGenerator:
         n = sampling.n
         return [candidates[i * n : (i + 1) * n] for i in range(len(prompts))]
 
+    def healthy(self) -> bool:
+        return self._lm is not None
+
     async def close(self) -> None:
         pass
 

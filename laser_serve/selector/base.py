@@ -323,6 +323,10 @@ class SingleArmPolicy(Policy):
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:
     """Row-wise argmax of (B, K) scores; near-ties (TIE_RTOL) go to the lowest index."""
+    if scores.shape[0] == 1:  # the per-request path: scalar maths is cheaper
+        row = scores[0]
+        top = float(row.max())
+        return np.array([np.argmax(row >= top - TIE_RTOL * max(1.0, abs(top)))])
     top = scores.max(axis=1, keepdims=True)
     return np.argmax(scores >= top - TIE_RTOL * np.maximum(1.0, np.abs(top)), axis=1)
 

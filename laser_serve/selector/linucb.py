@@ -16,6 +16,17 @@ Two kernels give the same results up to rounding:
   their cost there; at small d the K separate BLAS calls cost more than they save.
 
 ``kernel="auto"`` picks ``sym`` from ``SYM_MIN_DIM`` (projected) dimensions up.
+
+With ``project_to=d′`` the context is first mapped by a fixed seeded Gaussian matrix
+(entries N(0, 1/d′), so norms are preserved in expectation), stored and applied in float32:
+reading it is most of a projected select, and hidden states carry no more precision. It is
+applied row by row, so a batch projects bit-identically to single calls. Everything the
+bandit learns (A⁻¹, θ, b, Σxxᵀ) is float64.
+
+Every BLAS call on the hot path goes through ``scipy.linalg.blas``. numpy and scipy wheels
+each bundle their own OpenBLAS with its own thread pool; alternating between the two (numpy
+matmul for a projection, then scipy dger for the update) made the idle pool's spinning
+workers starve the other's on a 2-core machine, costing 4–8 ms per call.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.linalg.blas import dger, dsymm, dsymv, dsyr
+from scipy.linalg.blas import ddot, dgemm, dgemv, dger, dsymm, dsymv, dsyr, sgemv
 
 from laser_serve.selector.base import Policy, SingleArmPolicy, argmax_lowest, check_finite_param
 from laser_serve.selector.context import as_contexts, check_dim, gaussian_projection
@@ -63,7 +74,11 @@ class LinUCB(SingleArmPolicy):
             self._proj: np.ndarray | None = None
         else:
             self.project_to = check_dim(project_to, "project_to")
-            self._proj = gaussian_projection(self.dim, self.project_to, self.seed)
+            # float32: projecting is the bulk of a projected select (d′·d entries read per
+            # call), hidden states carry no more precision, and A⁻¹, θ stay float64.
+            self._proj = gaussian_projection(self.dim, self.project_to, self.seed).astype(
+                np.float32
+            )
         self.context_dim = self.project_to or self.dim
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")
@@ -81,7 +96,12 @@ class LinUCB(SingleArmPolicy):
     def _features(self, X: np.ndarray) -> np.ndarray:
         """Contexts as the bandit sees them: projected, then (optionally) unit-normalized."""
         if self._proj is not None:
-            X = X @ self._proj.T
+            P, X32 = self._proj, X.astype(np.float32)
+            # One sgemv per row (not one sgemm) so a batch projects bit-identically to
+            # single calls; the batch still makes one pass over A⁻¹ below.
+            X = np.empty((X.shape[0], P.shape[0]))
+            for i in range(X.shape[0]):
+                X[i] = sgemv(1.0, P.T, X32[i], trans=1)
         if self.normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
             X = np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)  # zero stays zero
@@ -90,21 +110,26 @@ class LinUCB(SingleArmPolicy):
     def _quad(self, Z: np.ndarray) -> np.ndarray:
         """xᵀA_k⁻¹x for each row of Z and each arm: (B, K), one pass over A⁻¹."""
         b, (k, d) = Z.shape[0], self._b.shape
+        if b == 0:
+            return np.zeros((0, k))
         if self._sym:
             q = np.empty((b, k))
             for j in range(k):
                 F = self._a_inv[j].T  # Fortran view: BLAS reads it without a copy
                 if b == 1:
-                    q[0, j] = dsymv(1.0, F, Z[0]) @ Z[0]
+                    q[0, j] = ddot(dsymv(1.0, F, Z[0]), Z[0])
                 else:
                     q[:, j] = np.einsum("ib,bi->b", dsymm(1.0, F, Z.T), Z)
         else:
-            Y = Z @ self._a_inv.reshape(k * d, d).T  # (B, K·d): one gemv/gemm for all arms
-            q = np.matmul(Y.reshape(b, k, d), Z[:, :, None])[:, :, 0]
+            Y = _rows_dot(self._a_inv.reshape(k * d, d), Z)  # (B, K·d): one gemv/gemm
+            if b == 1:
+                q = _rows_dot(Y.reshape(k, d), Z)
+            else:
+                q = np.einsum("bkd,bd->bk", Y.reshape(b, k, d), Z)
         return np.maximum(q, 0.0)  # rounding can make a tiny quadratic form negative
 
     def _scores(self, Z: np.ndarray) -> np.ndarray:
-        return Z @ self._theta.T + self.alpha * np.sqrt(self._quad(Z))
+        return _rows_dot(self._theta, Z) + self.alpha * np.sqrt(self._quad(Z))
 
     def _pick(self, X: np.ndarray) -> np.ndarray:
         return argmax_lowest(self._scores(self._features(X)))
@@ -112,14 +137,14 @@ class LinUCB(SingleArmPolicy):
     def _learn(self, k: int, x: np.ndarray, reward: float) -> None:
         z = self._features(x[None, :])[0]
         F = self._a_inv[k].T
-        u = dsymv(1.0, F, z) if self._sym else self._a_inv[k] @ z
-        den = 1.0 + float(u @ z)
+        u = dsymv(1.0, F, z) if self._sym else dgemv(1.0, F, z)  # A⁻¹ z (A⁻¹ = A⁻ᵀ)
+        den = 1.0 + ddot(u, z)
         # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
         if self._sym:
             _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
         else:
             _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
-        self._theta[k] += ((reward - float(self._theta[k] @ z)) / den) * u
+        self._theta[k] += ((reward - ddot(self._theta[k], z)) / den) * u
         self._b[k] += reward * z
         G = self._gram[k].T
         _inplace(G, dsyr(1.0, z, a=G, overwrite_a=1))
@@ -171,7 +196,7 @@ class LinUCB(SingleArmPolicy):
 
     @property
     def projection(self) -> np.ndarray | None:
-        """Copy of the (d′, d) projection matrix, or None."""
+        """Copy of the (d′, d) float32 projection matrix, or None."""
         return None if self._proj is None else self._proj.copy()
 
     def sufficient_stats(self) -> dict[str, np.ndarray]:
@@ -213,7 +238,7 @@ class LinUCB(SingleArmPolicy):
             "theta": ((k, d), "f8"),
         }
         if self._proj is not None:
-            shapes["projection"] = ((d, self.dim), "f8")
+            shapes["projection"] = ((d, self.dim), "f4")
         return shapes
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -255,6 +280,16 @@ class LinUCB(SingleArmPolicy):
             self._b = self._b + stats["b"]
             self._a_inv = np.ascontiguousarray(a_inv)
             self._theta = np.matmul(a_inv, self._b[:, :, None])[:, :, 0]
+
+
+def _rows_dot(m: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """Z @ m.T as a C-contiguous (B, rows) array, for C-contiguous m and Z, via scipy's BLAS
+    (the transposes are Fortran views, so nothing is copied)."""
+    if Z.shape[0] == 1:
+        return dgemv(1.0, m.T, Z[0], trans=1)[None, :]
+    if Z.shape[0] == 0:
+        return np.zeros((0, m.shape[0]))
+    return dgemm(1.0, m.T, Z.T, trans_a=1).T
 
 
 def _inplace(target: np.ndarray, result: np.ndarray) -> None:

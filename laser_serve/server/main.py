@@ -93,7 +93,8 @@ def build_config(args: argparse.Namespace) -> Config:
     return config
 
 
-async def serve(config: Config, port_file: str | None = None) -> None:
+async def serve(config: Config, port_file: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (returns 0) or until the generator dies (returns 1)."""
     metrics = Metrics()
     metrics_port = -1
     if config.server.metrics_port >= 0:
@@ -176,15 +177,21 @@ async def serve(config: Config, port_file: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     housekeeping = asyncio.create_task(_housekeeping(config, learner))
-    await stop.wait()
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(service.fatal.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if service.fatal.is_set():
+        log.error("the generator died; stopping so a supervisor can restart the server")
 
     log.info("shutting down: finishing in-flight requests (up to %.0fs)", s.shutdown_grace_s)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(s.shutdown_grace_s)
     housekeeping.cancel()
+    for waiter in waiters:
+        waiter.cancel()
     learner.close()
     await pipeline.close()
     log.info("selector state saved in %s; bye", config.state_dir())
+    return 1 if service.fatal.is_set() else 0
 
 
 async def _housekeeping(config: Config, learner: Learner) -> None:
@@ -210,13 +217,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(config.to_toml())
             return 0
-        asyncio.run(serve(config, args.port_file))
+        return asyncio.run(serve(config, args.port_file))
     except (ConfigError, SelectorStateError) as exc:
         print(f"laser-serve: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 # pb is imported for its side effect of registering the descriptors used by reflection.

@@ -100,6 +100,10 @@ def _handle(method: str) -> Callable[..., Any]:
             except Exception as exc:  # a bug or a model failure: say so, keep serving
                 code = grpc.StatusCode.INTERNAL
                 log.exception("%s failed", method)
+                if self.pipeline is not None and not self.pipeline.generator.healthy():
+                    # The engine is gone: stop (state saved) so a supervisor restarts us.
+                    code = grpc.StatusCode.UNAVAILABLE
+                    self.fatal.set()
                 await context.abort(code, f"internal error in {method}: {type(exc).__name__}")
             finally:
                 self.metrics.requests.labels(method, code.name).inc()
@@ -118,6 +122,7 @@ class LaserService(rpc.LaserServicer):
         self.pipeline: Pipeline | None = None
         self.learner: Learner | None = None
         self._inflight = 0
+        self.fatal = asyncio.Event()  # set when the server can no longer serve
 
     def attach(self, pipeline: Pipeline, learner: Learner) -> None:
         self.learner = learner
