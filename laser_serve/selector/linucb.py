@@ -46,7 +46,14 @@ KERNELS = ("auto", "full", "sym")
 
 
 class LinUCB(SingleArmPolicy):
-    """Disjoint-arm LinUCB; see the module docstring for the maths and the kernels."""
+    """Disjoint-arm LinUCB; see the module docstring for the maths and the kernels.
+
+    ``alpha``: exploration weight; ``lam``: ridge λ; ``normalize``: scale each (projected)
+    context to unit L2 norm; ``project_to``: random projection to that many dims (None:
+    off); ``seed``: seeds the projection; ``reward_norm``/``window``: see RewardNormalizer;
+    ``kernel``: "auto", "full" or "sym" (performance only, not saved with the state).
+    Memory: 2·K·d′²·8 bytes (A⁻¹ and Σxxᵀ), e.g. 2 GiB for K=8, d′=4096.
+    """
 
     def __init__(
         self,
