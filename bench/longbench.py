@@ -97,6 +97,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="cap on each task's LongBench generation length (dataset2maxlen.json)",
     )
+    gen.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=None,
+        help="cut prompts in the middle to this many policy tokens before sending (default: "
+        "the server cuts to its window minus the generation length)",
+    )
     meth = p.add_argument_group("methods")
     meth.add_argument(
         "--methods",
@@ -398,15 +405,18 @@ def collect_pools(
         def max_tokens(task: str) -> int:
             return _task_max_tokens(config, task, args.max_new_tokens)
 
+        fit = _prompt_cutter(info.policy_model, args.max_input_tokens)
+
         def job(ex: lbe.Example) -> tuple[dict[str, Any], bool]:
             key = cache.entry_key(ex.task, ex.key, max_tokens(ex.task))
+            key["max_input_tokens"] = args.max_input_tokens
             if not args.refresh and (record := cache.load(key)) is not None:
                 return record, True
             record = fetch_pool_record(
                 stub,
                 pb,
                 ex,
-                lbe.build_prompt(ex, config),
+                fit(lbe.build_prompt(ex, config)),
                 n=args.n,
                 temperature=args.temperature,
                 max_tokens=max_tokens(ex.task),
@@ -544,6 +554,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(lbe.format_table(results))
     return 0
+
+
+def _prompt_cutter(policy_model: str, max_input_tokens: int | None) -> Any:
+    """LongBench's middle truncation with the server's own rule and the policy tokenizer."""
+    if not max_input_tokens:
+        return lambda prompt: prompt
+    from laser_serve.generation import truncate_middle
+    from laser_serve.models import policy_tokenizer
+
+    tokenizer = policy_tokenizer(policy_model)
+
+    def cut(prompt: str) -> str:
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(ids) <= max_input_tokens:
+            return prompt
+        return tokenizer.decode(truncate_middle(ids, max_input_tokens))
+
+    return cut
 
 
 def _task_max_tokens(config: lbe.TaskConfig, task: str, cap: int | None) -> int:

@@ -208,3 +208,12 @@ def test_evaluate_rejects_unknown_methods() -> None:
     args = SimpleNamespace(methods=["rm:zzz"], seed=0, seeds=1, alpha=0.1, train_fraction=0.5)
     with pytest.raises(lb.BenchError, match="unknown method"):
         lb.evaluate(args, {}, ["a"])
+
+
+def test_max_input_tokens_cuts_the_middle_with_the_policy_tokenizer() -> None:
+    from laser_bench.longbench import _prompt_cutter
+
+    cut = _prompt_cutter("builtin:smollm2-135m-instruct", 20)
+    text = cut("BEGIN " + "middle " * 200 + "END")
+    assert text.startswith("BEGIN") and text.endswith("END") and len(text.split()) < 30
+    assert _prompt_cutter("builtin:smollm2-135m-instruct", None)("abc") == "abc"
