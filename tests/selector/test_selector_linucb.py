@@ -108,8 +108,13 @@ def test_projection_and_normalization():
     assert proj.shape == (8, 64)
     np.testing.assert_array_equal(proj, LinUCB(["a", "b"], 64, project_to=8, seed=3).projection)
     assert not np.array_equal(proj, LinUCB(["a", "b"], 64, project_to=8, seed=4).projection)
-    # seeded Gaussian / sqrt(d'): E[||Px||²] = ||x||²
-    assert np.mean(proj**2) * 8 == pytest.approx(1.0, rel=0.1)
+    # Very sparse projection: 1/sqrt(d) of the entries nonzero, E[||Px||²] = ||x||².
+    big = LinUCB(["a"], 1024, project_to=256, seed=3).projection
+    assert np.count_nonzero(big) / big.size == pytest.approx(1 / 32, rel=0.05)
+    assert np.sum(big.astype(np.float64) ** 2) / 1024 == pytest.approx(1.0, rel=0.05)
+    X = np.random.default_rng(1).standard_normal((200, 1024))
+    ratios = np.sum((X @ big.T.astype(np.float64)) ** 2, axis=1) / np.sum(X**2, axis=1)
+    assert np.mean(ratios) == pytest.approx(1.0, rel=0.05)
     x = np.random.default_rng(0).standard_normal(64)
     z = p._features(x[None])[0]
     assert np.linalg.norm(z) == pytest.approx(1.0)
