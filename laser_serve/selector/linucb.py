@@ -135,7 +135,19 @@ class LinUCB(SingleArmPolicy):
         return _rows_dot(self._theta, Z) + self.alpha * np.sqrt(self._quad(Z))
 
     def _pick(self, X: np.ndarray) -> np.ndarray:
-        return argmax_lowest(self._scores(self._features(X)))
+        untried = np.flatnonzero(self._pulls == 0)
+        if not untried.size:
+            return argmax_lowest(self._scores(self._features(X)))
+        # The zero prior scores every arm alike, so the first arm to earn a positive reward
+        # would then win every comparison its small α-bonus rival cannot close (it took all
+        # 184 selections of a soak). As UCB1 does, try each arm first: the untried arm
+        # selected least so far, lowest index on ties, row by row as single calls would.
+        counts = self._selections[untried].copy()
+        picks = np.empty(X.shape[0], dtype=np.int64)
+        for i in range(X.shape[0]):
+            j = int(np.argmin(counts))
+            picks[i], counts[j] = untried[j], counts[j] + 1
+        return picks
 
     def _learn(self, k: int, x: np.ndarray, reward: float) -> None:
         z = self._features(x[None, :])[0]

@@ -58,12 +58,17 @@ def test_empty_batch(kernel):
     assert p.ucb(np.zeros((0, 8))).shape == (0, 2)
 
 
-def test_fresh_policy_ties_go_to_lowest_index():
+def test_untried_arms_come_first_then_ties_go_to_lowest_index():
+    X = np.random.default_rng(0).standard_normal((10, 4))
     for kernel in KERNELS:
-        p = LinUCB(["a", "b", "c"], 4, kernel=kernel)
-        X = np.random.default_rng(0).standard_normal((10, 4))
-        assert p.select_batch(X).tolist() == [0] * 10
-        assert [p.select(x) for x in X] == [0] * 10
+        batched, single = LinUCB(["a", "b", "c"], 4, kernel=kernel), LinUCB(["a", "b", "c"], 4)
+        assert batched.select_batch(X).tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+        assert [single.select(x) for x in X] == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]
+        batched.update("c", X[0], 1.0)  # c is tried: a and b, selected least, still come first
+        assert [batched.select(x) for x in X[:3]] == [1, 0, 1]
+        for arm in "abc":
+            single.update(arm, X[0], 0.0)
+        assert single.select_batch(X).tolist() == [0] * 10  # all tried, all tied
 
 
 def test_kernels_agree():
@@ -94,6 +99,8 @@ def test_alpha_zero_is_greedy_and_update_returns_normalized_reward():
     p = LinUCB(["a", "b"], 2, alpha=0.0)
     x = np.array([1.0, 0.0])
     assert p.update(1, x, 2.0) == 2.0
+    assert p.select(x) == 0  # untried
+    p.update(0, x, 1.0)
     assert p.select(x) == 1
     q = LinUCB(["a", "b"], 2, reward_norm="minmax")
     assert q.update("a", x, 3.0) == 0.5  # degenerate range
