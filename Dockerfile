@@ -16,10 +16,9 @@ VOLUME ["/var/lib/laser-serve", "/root/.cache/huggingface"]
 # gRPC and Prometheus metrics.
 EXPOSE 50051 9464
 
+# The probe reads the same config, so it speaks the server's TLS (and token) when they are on.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
-    CMD python -c "import grpc,sys; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
-s=g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')); \
-sys.exit(s.Check(h.HealthCheckRequest(service='laser.v1.Laser'), timeout=4).status != 1)"
+    CMD laser-serve --config /etc/laser-serve/laser.toml --health-check
 
 ENTRYPOINT ["laser-serve", "--host", "0.0.0.0", "--metrics-host", "0.0.0.0"]
 CMD ["--config", "/etc/laser-serve/laser.toml"]

@@ -37,6 +37,9 @@ class ServerConfig:
     max_messages: int = 256
     max_message_bytes: int = 16 * 1024 * 1024
     max_inflight: int = 64
+    # A Rerank whose model work (encode or score) has waited this long for the single model
+    # worker is refused with RESOURCE_EXHAUSTED; 0: wait as long as it takes.
+    max_queue_s: float = 30.0
     shutdown_grace_s: float = 30.0
     tasks: list[str] = field(default_factory=lambda: ["default"])
     # "nll": reward the chosen RM with the policy's quantile-normalized -NLL of the chosen
@@ -150,6 +153,7 @@ class Config:
         _check(s.max_n >= 1, "server.max_n must be >= 1")
         _check(1 <= g.default_n <= s.max_n, "generator.default_n must be in 1..server.max_n")
         _check(s.max_inflight >= 1, "server.max_inflight must be >= 1")
+        _check(s.max_queue_s >= 0, "server.max_queue_s must be >= 0 (0: no limit)")
         _check(s.pending_ttl_s > 0, "server.pending_ttl_s must be > 0")
         _check(bool(s.tasks), "server.tasks must name at least one task")
         _check(bool(self.reward_models), "at least one [[reward_models]] entry is needed")

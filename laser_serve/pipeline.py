@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from laser_serve.config import Config
 from laser_serve.context import ContextEncoder, PolicyContext, SentenceContext
 from laser_serve.devices import default_device, torch_executor
+from laser_serve.errors import Overloaded
 from laser_serve.generation import (
     Candidate,
     Generator,
@@ -30,6 +34,7 @@ from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
 from laser_serve.selector import Policy, combine_scores
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -132,7 +137,6 @@ class Pipeline:
         """Cancelling the calling task stops the work: a queued torch job never starts and the
         vLLM request is aborted."""
         trace = trace or Trace()
-        loop = asyncio.get_running_loop()
         timings = {"generate": 0.0, "encode": 0.0, "select": 0.0, "score": 0.0}
         prompt = self.prepare(request.prompt, request.messages, request.sampling.max_tokens)
         # RMs see what the policy saw: the cut prompt, as chat turns when it came as chat.
@@ -141,9 +145,7 @@ class Pipeline:
 
         trace.stage = "encode"
         t = time.perf_counter()
-        x = await loop.run_in_executor(
-            torch_executor(), self.encoder.encode, prompt.token_ids, prompt.text, question
-        )
+        x = await self._on_worker(self.encoder.encode, prompt.token_ids, prompt.text, question)
         timings["encode"] = time.perf_counter() - t
 
         trace.stage = "select"
@@ -172,9 +174,7 @@ class Pipeline:
         )
         trace.stage = "score"
         t = time.perf_counter()
-        rm_scores, rm_seconds = await loop.run_in_executor(
-            torch_executor(), self._score, score_request, list(scoring)
-        )
+        rm_scores, rm_seconds = await self._on_worker(self._score, score_request, list(scoring))
         timings["score"] = time.perf_counter() - t
 
         chosen_scores = (
@@ -193,6 +193,33 @@ class Pipeline:
             truncated=prompt.truncated,
             timings=timings,
         )
+
+    async def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the torch worker. A job still queued after server.max_queue_s is
+        withdrawn and the request refused (Overloaded: RESOURCE_EXHAUSTED), so a backlog
+        turns into fast retries instead of ever longer waits; a started job always finishes.
+        Cancelling the caller withdraws a queued job too."""
+        started = threading.Event()
+
+        def job() -> T:
+            started.set()
+            return fn(*args)
+
+        future = asyncio.get_running_loop().run_in_executor(torch_executor(), job)
+        limit = self.config.server.max_queue_s
+        try:
+            if limit > 0:
+                done, _ = await asyncio.wait({future}, timeout=limit)
+                if not done and not started.is_set():
+                    future.cancel()
+                    raise Overloaded(
+                        f"queued {limit:g}s for the model worker without starting "
+                        "(server.max_queue_s); retry with backoff"
+                    )
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     def _score(
         self, request: ScoreRequest, arms: list[int]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,26 +16,60 @@ from laser_serve.config import ServerConfig
 from laser_serve.errors import ConfigError
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+log = logging.getLogger(__name__)
 
 
-def load_tokens(config: ServerConfig) -> list[bytes]:
-    """Tokens from server.auth_tokens_file (one per line) and/or the env var it names."""
-    tokens: list[str] = []
-    if config.auth_tokens_file:
-        try:
-            tokens += Path(config.auth_tokens_file).read_text().split()
-        except OSError as exc:
-            raise ConfigError(f"server.auth_tokens_file: cannot read it: {exc}") from None
-    if config.auth_tokens_env:
-        value = os.environ.get(config.auth_tokens_env, "")
-        if not value:
-            raise ConfigError(f"server.auth_tokens_env: ${config.auth_tokens_env} is empty")
-        tokens += value.replace(",", " ").split()
-    return [t.encode() for t in tokens]
+class TokenSource:
+    """Tokens from server.auth_tokens_file (one per line) and/or the env var it names.
+
+    The file is re-read when it changes (checked at most once a second), so tokens rotate
+    without a restart; a file that cannot be read or parsed then keeps the tokens in use
+    (and says so in the log) rather than locking everyone out.
+    """
+
+    RECHECK_S = 1.0
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.path = Path(config.auth_tokens_file) if config.auth_tokens_file else None
+        self.env_tokens: list[bytes] = []
+        if config.auth_tokens_env:
+            value = os.environ.get(config.auth_tokens_env, "")
+            if not value:
+                raise ConfigError(f"server.auth_tokens_env: ${config.auth_tokens_env} is empty")
+            self.env_tokens = [t.encode() for t in value.replace(",", " ").split()]
+        self._file_tokens: list[bytes] = []
+        self._seen: tuple[int, int] | None = None
+        self._checked = 0.0
+        if self.path is not None:
+            try:
+                self._reload()
+            except OSError as exc:
+                raise ConfigError(f"server.auth_tokens_file: cannot read it: {exc}") from None
+
+    @property
+    def enabled(self) -> bool:
+        return self.path is not None or bool(self.env_tokens)
+
+    def tokens(self) -> list[bytes]:
+        if self.path is not None and time.monotonic() - self._checked >= self.RECHECK_S:
+            try:
+                self._reload()
+            except OSError as exc:
+                log.warning("server.auth_tokens_file: %s; keeping the tokens in use", exc)
+        return self._file_tokens + self.env_tokens
+
+    def _reload(self) -> None:
+        assert self.path is not None
+        self._checked = time.monotonic()
+        st = self.path.stat()
+        if (st.st_mtime_ns, st.st_size) != self._seen:
+            self._file_tokens = [t.encode() for t in self.path.read_text().split()]
+            self._seen = (st.st_mtime_ns, st.st_size)
+            log.info("loaded %d bearer tokens from %s", len(self._file_tokens), self.path)
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: list[bytes], health_open: bool) -> None:
+    def __init__(self, tokens: TokenSource, health_open: bool) -> None:
         self.tokens = tokens
         self.health_open = health_open
 
@@ -44,7 +80,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
             return False
         given = token.encode()
         ok = False
-        for known in self.tokens:  # no early exit: timing does not tell which token matched
+        for known in self.tokens.tokens():  # no early exit: timing does not tell which matched
             ok |= hmac.compare_digest(given, known)
         return ok
 

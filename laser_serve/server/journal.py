@@ -83,3 +83,27 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lock_dir(folder: Path) -> int:
+    """Hold an exclusive lock on `folder` for the life of this process (the kernel drops it
+    when the process dies, SIGKILL included), so two servers never append to one journal.
+    Returns the lock's file descriptor; raises ConfigError when another process holds it."""
+    import fcntl
+
+    from laser_serve.errors import ConfigError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"server.state_dir {folder} is in use by another laser-serve (pid {holder}); "
+            "give each server its own --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

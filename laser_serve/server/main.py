@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -27,7 +28,7 @@ from laser_serve.config import Config
 from laser_serve.errors import ConfigError
 from laser_serve.selector import SelectorStateError
 from laser_serve.server import journal
-from laser_serve.server.auth import BearerTokenInterceptor, load_tokens, server_credentials
+from laser_serve.server.auth import BearerTokenInterceptor, TokenSource, server_credentials
 from laser_serve.server.learning import Learner
 from laser_serve.server.metrics import Metrics
 from laser_serve.server.service import LaserService, add_to_server
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="override any configuration value, e.g. --set selector.alpha=0.5",
     )
     p.add_argument("--print-config", action="store_true", help="print the effective config")
+    p.add_argument(
+        "--health-check",
+        action="store_true",
+        help="probe the server this configuration describes (TLS and tokens included) through "
+        "grpc.health.v1; exit 0 when SERVING, 1 otherwise (for Docker HEALTHCHECK)",
+    )
     p.add_argument("--port-file", help="write the bound ports here (JSON) once serving")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
@@ -95,6 +102,14 @@ def build_config(args: argparse.Namespace) -> Config:
 
 async def serve(config: Config, port_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (returns 0) or until the generator dies (returns 1)."""
+    lock = journal.lock_dir(config.state_dir())  # first: a second server here fails fast
+    try:
+        return await _serve(config, port_file)
+    finally:
+        os.close(lock)
+
+
+async def _serve(config: Config, port_file: str | None) -> int:
     metrics = Metrics()
     metrics_port = -1
     if config.server.metrics_port >= 0:
@@ -108,8 +123,8 @@ async def serve(config: Config, port_file: str | None = None) -> int:
         log.info("metrics on http://%s:%d/metrics", config.server.metrics_host, metrics_port)
     service = LaserService(config, metrics)
     s = config.server
-    tokens = load_tokens(s)
-    interceptors = [BearerTokenInterceptor(tokens, s.auth_health_open)] if tokens else []
+    tokens = TokenSource(s)
+    interceptors = [BearerTokenInterceptor(tokens, s.auth_health_open)] if tokens.enabled else []
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -148,7 +163,7 @@ async def serve(config: Config, port_file: str | None = None) -> int:
         s.host,
         port,
         "tls" if credentials else "plaintext",
-        "token auth" if tokens else "no auth",
+        "token auth" if tokens.enabled else "no auth",
     )
 
     started = time.monotonic()
@@ -207,6 +222,59 @@ async def _housekeeping(config: Config, learner: Learner) -> None:
             last_snapshot = time.monotonic()
 
 
+def health_check(config: Config, timeout: float = 4.0) -> int:
+    """Ask the local server's health service for laser.v1 readiness, speaking its TLS (the
+    probe trusts server.tls_cert itself: a self-signed certificate or a chain file that holds
+    its root) and sending its first bearer token when health checks are not open."""
+    s = config.server
+    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host
+    target = f"{host}:{s.port}"
+    if s.tls_cert:
+        try:
+            cert = Path(s.tls_cert).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"server.tls_cert: cannot read it: {exc}") from None
+        channel = grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(root_certificates=cert),
+            options=[("grpc.ssl_target_name_override", _certificate_name(cert))],
+        )
+    else:
+        channel = grpc.insecure_channel(target)
+    tokens = TokenSource(s)
+    metadata = ()
+    if tokens.enabled and not s.auth_health_open and tokens.tokens():
+        metadata = (("authorization", f"Bearer {tokens.tokens()[0].decode()}"),)
+    request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+    with channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                request, timeout=timeout, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            print(f"laser-serve: {target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{target}: {SERVICE_NAME} {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _certificate_name(pem: bytes) -> str:
+    """The first DNS name the server certificate is issued for (the TLS name to check)."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if names:
+        return names[0]
+    cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    return str(cn[0].value) if cn else "localhost"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler()
@@ -217,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(config.to_toml())
             return 0
+        if args.health_check:
+            return health_check(config)
         return asyncio.run(serve(config, args.port_file))
     except (ConfigError, SelectorStateError) as exc:
         print(f"laser-serve: {exc}", file=sys.stderr)

@@ -20,7 +20,7 @@ import grpc
 from laser_serve import __version__
 from laser_serve.api import SERVICE_NAME, pb, rpc
 from laser_serve.config import Config
-from laser_serve.errors import ConfigError
+from laser_serve.errors import ConfigError, Overloaded
 from laser_serve.generation import PromptError
 from laser_serve.pipeline import Pipeline, Trace
 from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound
@@ -29,10 +29,6 @@ from laser_serve.server.validation import InvalidArgument, parse_feedback, parse
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Overloaded(RuntimeError):
-    pass
 
 
 class Malformed:

@@ -1,9 +1,17 @@
-"""TLS and bearer tokens on a real server; health stays open."""
+"""Access and limits on one real server (transformers generator, TLS, a tokens file, a tiny
+queue limit): tokens, their rotation, the health-check CLI, the state-dir lock, queue time."""
 
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -45,23 +53,25 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_and_tokens(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    tokens = tmp_path / "tokens"
+QUEUE_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("secured")
+    cert, key = self_signed(tmp)
+    tokens = tmp / "tokens"
     tokens.write_text("first-token\nsecond-token\n")
+    settings = [
+        f"server.tls_cert={cert}",
+        f"server.tls_key={key}",
+        f"server.auth_tokens_file={tokens}",
+        f"server.max_queue_s={QUEUE_S}",
+    ]
     server = ServerProcess(
-        [
-            "--generator",
-            "hf",
-            "--set",
-            f"server.tls_cert={cert}",
-            "--set",
-            f"server.tls_key={key}",
-            "--set",
-            f"server.auth_tokens_file={tokens}",
-        ],
-        str(tmp_path / "state"),
-        tmp_path / "server.log",
+        ["--generator", "hf", *[a for s in settings for a in ("--set", s)]],
+        str(tmp / "state"),
+        tmp / "server.log",
     )
     creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     options = [("grpc.ssl_target_name_override", "localhost")]
@@ -77,22 +87,107 @@ def test_tls_and_tokens(tmp_path: Path) -> None:
                     == health_pb2.HealthCheckResponse.SERVING
                 )
             )
-            stub = rpc.LaserStub(channel)
-            request = pb.GetSelectorStateRequest()
-            for metadata in (
-                (),
-                (("authorization", "Bearer wrong"),),
-                (("authorization", "second-token"),),
-            ):
-                with pytest.raises(grpc.RpcError) as err:
-                    stub.GetSelectorState(request, metadata=metadata)
-                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            state = stub.GetSelectorState(
-                request, metadata=(("authorization", "Bearer second-token"),)
-            )
-            assert state.policy == "linucb"
-        with grpc.insecure_channel(server.target) as plain:  # TLS is required
-            with pytest.raises(grpc.RpcError):
-                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            yield {
+                "server": server,
+                "stub": rpc.LaserStub(channel),
+                "tokens": tokens,
+                "settings": settings,
+                "tmp": tmp,
+            }
     finally:
         server.kill()
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_tls_and_tokens(secured: dict[str, Any]) -> None:
+    stub, request = secured["stub"], pb.GetSelectorStateRequest()
+    for metadata in ((), _bearer("wrong"), (("authorization", "second-token"),)):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.GetSelectorState(request, metadata=metadata)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert stub.GetSelectorState(request, metadata=_bearer("second-token")).policy == "linucb"
+    with grpc.insecure_channel(secured["server"].target) as plain:  # TLS is required
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+
+def test_tokens_rotate_without_restart(secured: dict[str, Any]) -> None:
+    stub, request, tokens = secured["stub"], pb.GetSelectorStateRequest(), secured["tokens"]
+    stub.GetSelectorState(request, metadata=_bearer("first-token"))
+    fresh = tokens.with_name("tokens.new")
+    fresh.write_text("second-token\nthird-token\n")
+    os.replace(fresh, tokens)  # atomic, as the operations guide says
+    deadline = time.monotonic() + 10
+    while True:  # the file is re-checked at most once a second
+        try:
+            stub.GetSelectorState(request, metadata=_bearer("third-token"))
+            break
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert time.monotonic() < deadline, "the new token was never accepted"
+            time.sleep(0.2)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetSelectorState(request, metadata=_bearer("first-token"))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _laser_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "laser_serve.server.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_health_check_cli_speaks_tls(secured: dict[str, Any]) -> None:
+    port = secured["server"].target.rsplit(":", 1)[1]
+    settings = [a for s in secured["settings"] for a in ("--set", s)]
+    ok = _laser_serve("--port", port, *settings, "--health-check")
+    assert ok.returncode == 0, ok.stderr
+    assert "laser.v1.Laser SERVING" in ok.stdout
+    closed = _laser_serve(
+        "--port", port, *settings, "--set", "server.auth_health_open=false", "--health-check"
+    )
+    assert closed.returncode == 0, closed.stderr  # sends the file's first token
+    plain = _laser_serve("--port", port, "--health-check")  # no TLS: the handshake fails
+    assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+
+
+def test_second_server_on_the_same_state_dir_exits(secured: dict[str, Any]) -> None:
+    state = secured["server"].state_dir
+    second = _laser_serve("--generator", "hf", "--port", "0", "--state-dir", state)
+    assert second.returncode == 2
+    assert f"server.state_dir {state} is in use by another laser-serve (pid" in second.stderr
+
+
+def test_queued_work_past_max_queue_s_is_refused(secured: dict[str, Any]) -> None:
+    stub, metadata = secured["stub"], _bearer("second-token")
+    request = pb.RerankRequest(
+        prompt="Name a primary colour.",
+        # Long candidates keep the judge busy well past the 50 ms limit on any machine.
+        candidates=[f"{c}. " + "Painters mix every other hue from it. " * 40 for c in "RGBY"],
+        policy="fixed:smol-judge",
+        context_text="Name a primary colour.",
+    )
+
+    def call(_: int) -> grpc.StatusCode:
+        try:
+            stub.Rerank(request, metadata=metadata, timeout=120)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                assert "server.max_queue_s" in exc.details()
+            return exc.code()
+
+    with ThreadPoolExecutor(6) as pool:
+        codes = list(pool.map(call, range(6)))
+    # Six calls at once on one model worker: the first runs, work queued past 50 ms is refused.
+    assert codes.count(grpc.StatusCode.OK) >= 1
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert call(0) == grpc.StatusCode.OK  # alone again, it is served
