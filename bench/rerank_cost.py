@@ -64,6 +64,7 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
         samples: dict[str, dict[str, list[float]]] = {
             p: {"latency": [], "rm_seconds": [], "rm_calls": [], "overhead": []} for p in policies
         }
+        linucb_choices = dict.fromkeys(rms, 0)
         # Interleave the policies request by request, so background load on the machine
         # falls on all of them alike.
         for i in range(requests):
@@ -82,6 +83,8 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
                 work = tm.encode_seconds + tm.score_seconds + tm.generate_seconds
                 row["overhead"].append(max(tm.total_seconds - work, 0.0) / tm.total_seconds)
                 if policy == "linucb":  # keep the learner learning, as in production
+                    for name in resp.reward_models:
+                        linucb_choices[name] += 1
                     stub.Feedback(
                         pb.FeedbackRequest(selection_id=resp.selection_id, reward=float(i % 2))
                     )
@@ -97,10 +100,15 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
         }
     k = len(rms)
     lin, ens = rows["linucb"], rows["ensemble"]
+    fixed_mean = statistics.fmean(rows[f"fixed:{rm}"]["rm_seconds_mean"] for rm in rms)
     return {
         "reward_models": rms,
         "rows": rows,
+        "linucb_choices": linucb_choices,
         "rm_seconds_ratio": lin["rm_seconds_mean"] / ens["rm_seconds_mean"],
+        # What LinUCB would cost choosing every RM equally often: its ratio moves with the
+        # cost of the RMs the feedback steers it to, this one only with the pool.
+        "rm_seconds_ratio_uniform": fixed_mean / ens["rm_seconds_mean"],
         "rm_calls_ratio": lin["rm_calls_mean"] / ens["rm_calls_mean"],
         "rm_seconds_ratio_target": 1.2 / k,
         "latency_ratio": lin["latency_s_p50"] / ens["latency_s_p50"],
@@ -201,6 +209,9 @@ def format_tables(result: dict[str, Any]) -> str:
         "",
         f"linucb/ensemble RM seconds: {pol['rm_seconds_ratio']:.3f} "
         f"(target <= 1.2/K = {pol['rm_seconds_ratio_target']:.3f})",
+        "linucb choices: " + ", ".join(f"{rm} {c}" for rm, c in pol["linucb_choices"].items()),
+        f"mean fixed-RM / ensemble RM seconds (LinUCB choosing every RM equally often): "
+        f"{pol['rm_seconds_ratio_uniform']:.3f}",
         f"linucb/ensemble RM calls: {pol['rm_calls_ratio']:.3f}",
         f"linucb/ensemble end-to-end latency: {pol['latency_ratio']:.3f}",
         f"selector + bookkeeping share of a linucb request: "
