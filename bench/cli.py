@@ -8,8 +8,13 @@ bench (selector) never pays for torch or vLLM imports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import os
 import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 # sub-command name -> module in laser_bench
 BENCHES = {
@@ -19,6 +24,40 @@ BENCHES = {
     "train-cost": "train_cost",
     "load": "load",
 }
+
+# Where a bench writes its result; see _results_only_on_stdout.
+_results: TextIO | None = None
+
+
+def emit(text: str) -> None:
+    """Write a bench's result (its tables or its JSON document) to standard output."""
+    print(text, file=_results or sys.stdout, flush=True)
+
+
+@contextlib.contextmanager
+def _results_only_on_stdout() -> Iterator[None]:
+    """vLLM logs to standard output, in this process and in its engine processes. While a
+    bench runs, file descriptor 1 points at stderr and only `emit` writes to the real
+    stdout, so `laser-bench NAME --json > out.json` holds one JSON document. Nothing to do
+    when stdout is not a file descriptor (pytest's capsys)."""
+    global _results
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    os.dup2(sys.stderr.fileno(), fd)
+    _results = os.fdopen(saved, "w", closefd=False)
+    try:
+        yield
+    finally:
+        _results.flush()
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+        _results = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.error(f"benchmark {args.bench!r} is not available in this build")
     try:
-        return int(args.func(args) or 0)
+        with _results_only_on_stdout():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
 

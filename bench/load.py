@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from laser_bench.cli import emit
+
 QUESTIONS = [
     "What is the capital of France?",
     "How many legs does a spider have?",
@@ -603,9 +605,9 @@ def _bench(
     result["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
 
     if args.json:
-        print(json.dumps(result, indent=2))
+        emit(json.dumps(result, indent=2))
     else:
-        print(format_tables(result))
+        emit(format_tables(result))
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from laser_bench import longbench_eval as lbe
+from laser_bench.cli import emit
 
 CACHE_VERSION = 1
 RPC_OPTIONS = [
@@ -550,9 +551,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         lbe.plot_selection(results, args.plot)
     if args.json:
-        print(json.dumps(_jsonable(results), ensure_ascii=False, indent=2))
+        emit(json.dumps(_jsonable(results), ensure_ascii=False, indent=2))
     else:
-        print(lbe.format_table(results))
+        emit(lbe.format_table(results))
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from laser_bench.cli import emit
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
@@ -185,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
             for b in args.backends.split(",")
         ]
     if args.json:
-        print(json.dumps(result, indent=2))
+        emit(json.dumps(result, indent=2))
     else:
-        print(format_tables(result))
+        emit(format_tables(result))
     return 0
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from laser_bench.cli import emit
 
 from laser_serve.selector import LinUCB
 
@@ -411,9 +412,9 @@ def run(args: argparse.Namespace) -> int:
     environment["loadavg_1m_end"] = os.getloadavg()[0]  # other work on the machine skews timings
     result["environment"] = environment
     if args.json:
-        print(json.dumps(result))
+        emit(json.dumps(result))
     else:
-        print(format_report(result))
+        emit(format_report(result))
     return 0
 
 

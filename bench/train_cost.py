@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from laser_bench.cli import emit
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -99,9 +101,9 @@ def run(args: argparse.Namespace) -> int:
         "score": ensemble["score"] / laser["score"],
     }
     if args.json:
-        print(json.dumps(results, indent=2))
+        emit(json.dumps(results, indent=2))
     else:
-        print(_table(results))
+        emit(_table(results))
     return 0
 
 

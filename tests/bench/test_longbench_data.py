@@ -12,7 +12,7 @@ from laser_bench import longbench as lb
 from laser_bench import longbench_eval as lbe
 from laser_bench.cli import main as bench_main
 
-SHARED = Path("/work/shared/data/longbench")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "longbench"  # ../shared
 
 
 def row(input_text: str, context: str, answers: list[str], _id: str | None = None) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from laser_bench.cli import main as bench_main
 
-SHARED = Path("/work/shared/data/longbench")
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "longbench"  # ../shared
 TASKS = ("multi_news", "samsum")
 
 pytestmark = pytest.mark.skipif(
