@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import io
 import os
 import sys
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ def _results_only_on_stdout() -> Iterator[None]:
     global _results
     try:
         fd = sys.stdout.fileno()
-    except (AttributeError, OSError, io.UnsupportedOperation):
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError
         yield
         return
     sys.stdout.flush()

@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from laser_bench import longbench_eval as lbe
 from laser_bench.longbench import _default_cache_dir, record_to_pool
 
@@ -43,62 +42,61 @@ def load_cached_pools(
         key = record["key"]
         if key["n"] == n:
             records[(key["task"], key["example"])] = record
-    rm_names: list[str] = []
-    pools: dict[str, list[lbe.Pool]] = {}
-    for task, exs in examples.items():
-        found = [(ex, records[(task, ex.key)]) for ex in exs if (task, ex.key) in records]
-        if found:
-            cached = set(found[0][1]["key"]["reward_models"])
-            rm_names = [r.name for r in default_reward_models() if r.name in cached]
-            rm_names += sorted(cached - set(rm_names))
-            pools[task] = [record_to_pool(ex, rec, rm_names) for ex, rec in found]
-    if not pools:
+    found = {
+        task: [(ex, records[(task, ex.key)]) for ex in exs if (task, ex.key) in records]
+        for task, exs in examples.items()
+    }
+    found = {task: pairs for task, pairs in found.items() if pairs}
+    if not found:
         raise SystemExit(f"no cached pools with n={n} under {cache_dir}; run laser-bench longbench")
+    cached = set(next(iter(found.values()))[0][1]["key"]["reward_models"])
+    rm_names = [r.name for r in default_reward_models() if r.name in cached]
+    rm_names += sorted(cached - set(rm_names))
+    pools = {
+        task: [record_to_pool(ex, rec, rm_names) for ex, rec in pairs]
+        for task, pairs in found.items()
+    }
     return pools, rm_names
+
+
+def _task_average(pools: Sequence[lbe.Pool], scores: Sequence[float]) -> float:
+    """Mean over tasks of each task's mean score, x 100 (the bench's `average`)."""
+    by_task: dict[str, list[float]] = {}
+    for pool, score in zip(pools, scores, strict=True):
+        by_task.setdefault(pool.task, []).append(score)
+    return 100 * statistics.fmean(statistics.fmean(v) for v in by_task.values())
 
 
 def _laser_score(
     pools: dict[str, list[lbe.Pool]],
+    gold: dict[str, list[list[float]]],
     rm_names: Sequence[str],
     seed: int,
-    alpha: float,
-    per_task: bool,
-    normalize: bool,
-    centred: bool,
+    variant: dict[str, Any],
 ) -> float:
-    """Average over tasks of the prequential laser method's score (x 100)."""
+    """The prequential laser method's task average under one variant."""
 
     def factory(**kwargs: Any) -> LinUCB:
-        return LinUCB(**{**kwargs, "normalize": normalize})
+        return LinUCB(**{**kwargs, "normalize": variant["normalize"]})
 
-    groups = [list(p) for p in pools.values()] if per_task else [sum(pools.values(), [])]
-    per_task_scores: dict[str, list[float]] = {t: [] for t in pools}
-    for group in groups:
-        gold = [p.qualities() for p in group]
-        rewards = [[q - float(np.mean(qs)) for q in qs] for qs in gold] if centred else gold
+    tasks = [[t] for t in pools] if variant["per_task"] else [list(pools)]
+    chosen: list[lbe.Pool] = []
+    scores: list[float] = []
+    for group in tasks:
+        group_pools = [p for t in group for p in pools[t]]
+        group_gold = [qs for t in group for qs in gold[t]]
+        rewards = (
+            [[q - statistics.fmean(qs) for q in qs] for qs in group_gold]
+            if variant["centred"]
+            else group_gold
+        )
         choices = lbe.evaluate_methods(
-            group, rm_names, ["laser"], seed=seed, alpha=alpha, qualities=rewards,
-            linucb_factory=factory,
+            group_pools, rm_names, ["laser"], seed=seed, alpha=variant["alpha"],
+            qualities=rewards, linucb_factory=factory,
         )["laser"]  # fmt: skip
-        for pool, qs, choice in zip(group, gold, choices, strict=True):
-            per_task_scores[pool.task].append(qs[choice.candidate])
-    return 100 * statistics.fmean(statistics.fmean(v) for v in per_task_scores.values())
-
-
-def _baselines(
-    pools: dict[str, list[lbe.Pool]], rm_names: Sequence[str], seeds: int
-) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"random RM": [], "ensemble": []}
-    flat = sum(pools.values(), [])
-    gold = [p.qualities() for p in flat]
-    for seed in range(seeds):
-        res = lbe.evaluate_methods(flat, rm_names, ["random", "ensemble"], seed=seed)
-        for method, label in (("random", "random RM"), ("ensemble", "ensemble")):
-            by_task: dict[str, list[float]] = {}
-            for pool, qs, choice in zip(flat, gold, res[method], strict=True):
-                by_task.setdefault(pool.task, []).append(qs[choice.candidate])
-            out[label].append(100 * statistics.fmean(statistics.fmean(v) for v in by_task.values()))
-    return out
+        chosen += group_pools
+        scores += [qs[c.candidate] for qs, c in zip(group_gold, choices, strict=True)]
+    return _task_average(chosen, scores)
 
 
 def variants(rm_names: Sequence[str]) -> list[Variant]:
@@ -119,20 +117,20 @@ def run(args: argparse.Namespace) -> list[tuple[str, float, float]]:
     pools, rm_names = load_cached_pools(
         args.cache_dir or _default_cache_dir(), args.data, args.tasks, args.limit, args.n
     )
-    table: list[tuple[str, float, float]] = []
-
-    def add(label: str, scores: list[float]) -> None:
-        table.append((label, statistics.fmean(scores), statistics.pstdev(scores)))
-
-    for label, scores in _baselines(pools, rm_names, args.seeds).items():
-        add(label, scores)
+    gold = {t: [p.qualities() for p in ps] for t, ps in pools.items()}  # scored once
+    flat = [p for ps in pools.values() for p in ps]
+    flat_gold = [qs for qss in gold.values() for qs in qss]
+    seeds = range(args.seeds)
+    results: dict[str, list[float]] = {"random RM": [], "ensemble": []}
+    for seed in seeds:
+        res = lbe.evaluate_methods(flat, rm_names, ["random", "ensemble"], seed=seed)
+        for method, label in (("random", "random RM"), ("ensemble", "ensemble")):
+            scores = [qs[c.candidate] for qs, c in zip(flat_gold, res[method], strict=True)]
+            results[label].append(_task_average(flat, scores))
     for label, v in variants(rm_names):
         names = [r for r in rm_names if r != v.get("drop")]
-        score: Callable[[int], float] = lambda s, v=v, names=names: _laser_score(  # noqa: E731
-            pools, names, s, v["alpha"], v["per_task"], v["normalize"], v["centred"]
-        )
-        add(label, [score(s) for s in range(args.seeds)])
-    return table
+        results[label] = [_laser_score(pools, gold, names, s, v) for s in seeds]
+    return [(k, statistics.fmean(v), statistics.pstdev(v)) for k, v in results.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
