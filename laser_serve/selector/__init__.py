@@ -2,11 +2,13 @@
 
 Policies (all behind :class:`Policy`): :class:`LinUCB` (disjoint arms, LASeR's selector) and
 the baselines random, fixed:<rm>, round-robin, epsilon-greedy and ensemble. Build one from
-a spec string with :func:`make_policy`. Only numpy and scipy are used.
+a spec string with :func:`make_policy`. ``decide(x)`` returns a :class:`Decision`: the chosen
+arms and p(·|x), the probability the policy gave every arm, for the decision log and
+off-policy evaluation. Only numpy and scipy are used.
 
-Locking: each policy owns one ``threading.RLock``. ``choose``/``choose_batch``/``select``,
-``update``, ``ucb``/``width``, ``stats``, the ``theta``/``a_inv`` copies, ``state_dict``,
-``load_state_dict``, ``save``/``load`` and ``merge`` take it for the whole read or
+Locking: each policy owns one ``threading.RLock``. ``decide``/``choose`` and their batch
+forms, ``select``, ``update``, ``ucb``/``width``, ``stats``, the ``theta``/``a_inv`` copies,
+``state_dict``, ``load_state_dict``, ``save``/``load`` and ``merge`` take it for the whole read or
 read-modify-write of the state, so concurrent calls from server threads behave as some
 sequential order of the same calls. Input checks run before the lock is taken; ``save``
 copies the state under the lock and writes the file outside it; ``merge`` copies the other
@@ -15,7 +17,7 @@ locks at once, so two policies merging into each other cannot deadlock). BLAS re
 GIL, so a long LinUCB select at large d blocks other callers of the same policy only.
 """
 
-from laser_serve.selector.base import ArmStats, Policy
+from laser_serve.selector.base import ArmStats, Decision, Policy
 from laser_serve.selector.baselines import (
     EnsemblePolicy,
     EpsilonGreedyPolicy,
@@ -32,6 +34,7 @@ from laser_serve.selector.state import SelectorStateError
 
 __all__ = [
     "ArmStats",
+    "Decision",
     "EnsemblePolicy",
     "EpsilonGreedyPolicy",
     "FixedPolicy",

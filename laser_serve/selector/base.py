@@ -31,6 +31,27 @@ _CONFIG_LABELS = {
 }
 
 
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """One decision: the chosen arms and the probability the policy gave every arm.
+
+    ``arms``: the chosen arm indices (one; every arm for ``ensemble``). ``probs``: shape (K,),
+    read-only, p(k|x) for each arm k as the policy stood when it decided (one-hot for a
+    deterministic single-arm policy; 1.0 on every arm for ``ensemble``, which uses them
+    all). ``propensity``: p of the chosen arm (1.0 for ``ensemble``). These are what an
+    off-policy estimator needs from the decision log.
+
+    >>> from laser_serve.selector import make_policy
+    >>> d = make_policy("random", ["a", "b"], dim=2).decide([0.0, 1.0])
+    >>> d.probs.tolist(), d.propensity
+    ([0.5, 0.5], 0.5)
+    """
+
+    arms: tuple[int, ...]
+    probs: np.ndarray
+    propensity: float
+
+
 @dataclass(frozen=True)
 class ArmStats:
     """Per-arm introspection. ``mean_reward`` is of raw rewards, 0.0 before any update."""
@@ -81,21 +102,30 @@ class Policy(ABC):
 
     # --- choosing -------------------------------------------------------------------------
 
-    def choose(self, x: np.ndarray) -> tuple[int, ...]:
-        """Arm indices to score with for context ``x`` (shape (dim,))."""
+    def decide(self, x: np.ndarray) -> Decision:
+        """The arms to score with for context ``x`` (shape (dim,)) and p(·|x) as the policy
+        gave it at this moment (see :class:`Decision`)."""
         xv = as_context(x, self.dim)
         with self._lock:
-            return self._choose_locked(xv[None, :])[0]
+            return self._decide_locked(xv[None, :])[0]
+
+    def decide_batch(self, X: np.ndarray) -> list[Decision]:
+        """``decide`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
+        Xv = as_contexts(X, self.dim)
+        with self._lock:
+            return self._decide_locked(Xv)
+
+    def choose(self, x: np.ndarray) -> tuple[int, ...]:
+        """Arm indices to score with for context ``x`` (``decide(x).arms``)."""
+        return self.decide(x).arms
 
     def choose_batch(self, X: np.ndarray) -> list[tuple[int, ...]]:
         """``choose`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
-        Xv = as_contexts(X, self.dim)
-        with self._lock:
-            return self._choose_locked(Xv)
+        return [d.arms for d in self.decide_batch(X)]
 
     @abstractmethod
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
-        """Choices for validated (B, dim) contexts, counting selections; under the lock."""
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
+        """Decisions for validated (B, dim) contexts, counting selections; under the lock."""
 
     # --- learning -------------------------------------------------------------------------
 
@@ -311,14 +341,23 @@ class Policy(ABC):
 class SingleArmPolicy(Policy):
     """A policy that picks exactly one arm per context."""
 
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
-        picks = self._pick(X)
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
+        picks, probs = self._decide(X)
         self._selections += np.bincount(picks, minlength=len(self.arms))
-        return [(int(i),) for i in picks]
+        probs.setflags(write=False)  # each Decision holds a read-only row of it
+        return [Decision((int(k),), probs[i], float(probs[i, k])) for i, k in enumerate(picks)]
 
     @abstractmethod
-    def _pick(self, X: np.ndarray) -> np.ndarray:
-        """One arm index per row of the validated (B, dim) contexts; called under the lock."""
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For the validated (B, dim) contexts: the chosen arm of each row (int64, (B,)) and
+        p(·|x) of each row ((B, K), rows summing to 1); called under the lock."""
+
+
+def one_hot(picks: np.ndarray, k: int) -> np.ndarray:
+    """(B, K) probabilities of a deterministic choice: 1.0 on each row's pick."""
+    probs = np.zeros((picks.shape[0], k))
+    probs[np.arange(picks.shape[0]), picks] = 1.0
+    return probs
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:

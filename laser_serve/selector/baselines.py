@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from laser_serve.selector.base import (
+    Decision,
     Policy,
     SingleArmPolicy,
     argmax_lowest,
     check_finite_param,
+    one_hot,
 )
 
 DEFAULT_EPSILON = 0.1
@@ -66,9 +68,10 @@ class RandomPolicy(_SeededPolicy):
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
         self.name = "random"
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
-        return np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        picks = np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        return picks, np.full((X.shape[0], k), 1.0 / k)
 
 
 class FixedPolicy(SingleArmPolicy):
@@ -87,8 +90,9 @@ class FixedPolicy(SingleArmPolicy):
         self.arm = self.arm_index(arm)
         self.name = f"fixed:{self.arms[self.arm]}"
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
-        return np.full(X.shape[0], self.arm, dtype=np.int64)
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picks = np.full(X.shape[0], self.arm, dtype=np.int64)
+        return picks, one_hot(picks, len(self.arms))
 
 
 class RoundRobinPolicy(SingleArmPolicy):
@@ -106,11 +110,11 @@ class RoundRobinPolicy(SingleArmPolicy):
         self.name = "round-robin"
         self._cursor = 0
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
         picks = (self._cursor + np.arange(X.shape[0], dtype=np.int64)) % k
         self._cursor = (self._cursor + X.shape[0]) % k
-        return picks
+        return picks, one_hot(picks, k)
 
     def _extra(self) -> dict[str, Any]:
         return {**super()._extra(), "cursor": self._cursor}
@@ -130,7 +134,8 @@ class EpsilonGreedyPolicy(_SeededPolicy):
     """Non-contextual ε-greedy on the mean normalized reward.
 
     While some arm has never been updated, that arm is chosen (lowest index first); after
-    that, a uniform arm with probability ε, else the best mean (ties to the lowest index).
+    that, a uniform arm with probability ε, else the best mean (ties to the lowest index):
+    p(k) = ε/K + (1 − ε)·[k = best].
     """
 
     def __init__(
@@ -159,14 +164,17 @@ class EpsilonGreedyPolicy(_SeededPolicy):
         means = self._norm_reward_sum / self._pulls
         return int(argmax_lowest(means[None, :])[0])
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         greedy = self._greedy()  # the state does not change within one call
         untried = bool((self._pulls == 0).any())
         picks = np.empty(X.shape[0], dtype=np.int64)
         for i in range(X.shape[0]):
             explore = not untried and self._rng.random() < self.epsilon
             picks[i] = self._uniform_arm() if explore else greedy
-        return picks
+        k, epsilon = len(self.arms), 0.0 if untried else self.epsilon
+        probs = np.full((X.shape[0], k), epsilon / k)
+        probs[:, greedy] += 1.0 - epsilon
+        return picks, probs
 
     def params(self) -> dict[str, float | int | str]:
         return {**super().params(), "epsilon": self.epsilon}
@@ -185,9 +193,11 @@ class EnsemblePolicy(Policy):
     ) -> None:
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
         self.name = "ensemble"
-        self._all = tuple(range(len(self.arms)))
+        ones = np.ones(len(self.arms))
+        ones.setflags(write=False)
+        self._all = Decision(tuple(range(len(self.arms))), ones, 1.0)  # immutable, shared
 
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
         self._selections += X.shape[0]
         return [self._all] * X.shape[0]
 

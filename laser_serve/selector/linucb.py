@@ -38,7 +38,13 @@ import numpy as np
 from scipy.linalg.blas import ddot, dgemm, dgemv, dger, dsymm, dsymv, dsyr
 from scipy.sparse import csr_array
 
-from laser_serve.selector.base import Policy, SingleArmPolicy, argmax_lowest, check_finite_param
+from laser_serve.selector.base import (
+    Policy,
+    SingleArmPolicy,
+    argmax_lowest,
+    check_finite_param,
+    one_hot,
+)
 from laser_serve.selector.context import as_contexts, check_dim, sparse_projection
 
 # Measured on a 2-core AMD EPYC (OpenBLAS): K dsymv calls beat one flat gemv from ~500 dims.
@@ -133,6 +139,10 @@ class LinUCB(SingleArmPolicy):
 
     def _scores(self, Z: np.ndarray) -> np.ndarray:
         return _rows_dot(self._theta, Z) + self.alpha * np.sqrt(self._quad(Z))
+
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picks = self._pick(X)
+        return picks, one_hot(picks, len(self.arms))
 
     def _pick(self, X: np.ndarray) -> np.ndarray:
         untried = np.flatnonzero(self._pulls == 0)
