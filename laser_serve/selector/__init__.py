@@ -1,10 +1,11 @@
 """Bandit selector core: which reward model(s) score a request's candidates.
 
-Policies (all behind :class:`Policy`): :class:`LinUCB` (disjoint arms, LASeR's selector) and
-the baselines random, fixed:<rm>, round-robin, epsilon-greedy and ensemble. Build one from
-a spec string with :func:`make_policy`. ``decide(x)`` returns a :class:`Decision`: the chosen
-arms and p(·|x), the probability the policy gave every arm, for the decision log and
-off-policy evaluation. Only numpy and scipy are used.
+Policies (all behind :class:`Policy`): :class:`LinUCB` (disjoint arms, LASeR's selector,
+optionally with an exploration floor), :class:`LinTS` (linear Thompson sampling on the same
+statistics) and the baselines random, fixed:<rm>, round-robin, epsilon-greedy and ensemble.
+Build one from a spec string with :func:`make_policy`. ``decide(x)`` returns a
+:class:`Decision`: the chosen arms and p(·|x), the probability the policy gave every arm, for
+the decision log and off-policy evaluation. Only numpy and scipy are used.
 
 Locking: each policy owns one ``threading.RLock``. ``decide``/``choose`` and their batch
 forms, ``select``, ``update``, ``ucb``/``width``, ``stats``, the ``theta``/``a_inv`` copies,
@@ -28,6 +29,7 @@ from laser_serve.selector.baselines import (
 )
 from laser_serve.selector.context import batch_context
 from laser_serve.selector.factory import make_policy
+from laser_serve.selector.lints import LinTS, thompson_probs
 from laser_serve.selector.linucb import LinUCB
 from laser_serve.selector.normalizer import RewardNormalizer
 from laser_serve.selector.state import SelectorStateError
@@ -38,6 +40,7 @@ __all__ = [
     "EnsemblePolicy",
     "EpsilonGreedyPolicy",
     "FixedPolicy",
+    "LinTS",
     "LinUCB",
     "Policy",
     "RandomPolicy",
@@ -47,4 +50,5 @@ __all__ = [
     "batch_context",
     "combine_scores",
     "make_policy",
+    "thompson_probs",
 ]

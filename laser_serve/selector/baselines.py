@@ -2,7 +2,7 @@
 
 Random draws use ``Generator.random`` (one double per draw) so a batch consumes the stream
 exactly as the same number of single calls would; the generator state is saved with the
-policy, so a loaded policy continues the same sequence.
+policy (``SeededPolicy``), so a loaded policy continues the same sequence.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from laser_serve.selector.base import (
     Decision,
     Policy,
+    SeededPolicy,
     SingleArmPolicy,
     argmax_lowest,
     check_finite_param,
@@ -24,37 +25,7 @@ from laser_serve.selector.base import (
 DEFAULT_EPSILON = 0.1
 
 
-class _SeededPolicy(SingleArmPolicy):
-    """A single-arm policy with a saved numpy Generator."""
-
-    def __init__(
-        self,
-        arms: Sequence[str],
-        dim: int,
-        seed: int = 0,
-        reward_norm: str = "none",
-        window: int = 1000,
-    ) -> None:
-        super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self._rng = np.random.default_rng(self.seed)
-
-    def _uniform_arm(self) -> int:
-        return min(int(self._rng.random() * len(self.arms)), len(self.arms) - 1)
-
-    def _extra(self) -> dict[str, Any]:
-        return {**super()._extra(), "rng": self._rng.bit_generator.state}
-
-    def _parse_extra(self, extra: dict[str, Any]) -> dict[str, Any]:
-        bit_generator = np.random.PCG64()
-        bit_generator.state = extra["rng"]  # ValueError/TypeError on a malformed state
-        return {**super()._parse_extra(extra), "rng": np.random.Generator(bit_generator)}
-
-    def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
-        super()._install(arrays, parsed)
-        self._rng = parsed["rng"]
-
-
-class RandomPolicy(_SeededPolicy):
+class RandomPolicy(SeededPolicy):
     """Uniformly random arm."""
 
     def __init__(
@@ -130,7 +101,7 @@ class RoundRobinPolicy(SingleArmPolicy):
         self._cursor = parsed["cursor"]
 
 
-class EpsilonGreedyPolicy(_SeededPolicy):
+class EpsilonGreedyPolicy(SeededPolicy):
     """Non-contextual ε-greedy on the mean normalized reward.
 
     While some arm has never been updated, that arm is chosen (lowest index first); after
