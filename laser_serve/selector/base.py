@@ -369,15 +369,8 @@ class SeededPolicy(SingleArmPolicy):
     policy continues the same sequence. Draws use one double per choice where they can
     (``Generator.random``), so a batch consumes the stream as the same single calls would."""
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        dim: int,
-        seed: int = 0,
-        reward_norm: str = "none",
-        window: int = 1000,
-    ) -> None:
-        super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Policy's arguments
+        super().__init__(*args, **kwargs)
         self._rng = np.random.default_rng(self.seed)
 
     def _uniform_arm(self) -> int:
