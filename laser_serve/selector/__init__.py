@@ -5,7 +5,10 @@ optionally with an exploration floor), :class:`LinTS` (linear Thompson sampling 
 statistics) and the baselines random, fixed:<rm>, round-robin, epsilon-greedy and ensemble.
 Build one from a spec string with :func:`make_policy`. ``decide(x)`` returns a
 :class:`Decision`: the chosen arms and p(·|x), the probability the policy gave every arm, for
-the decision log and off-policy evaluation. Only numpy and scipy are used.
+the decision log and off-policy evaluation (estimators in :mod:`laser_serve.selector.ope`,
+replay on logged and full-information data in :mod:`laser_serve.selector.offline`).
+:func:`warm_start` and :func:`warm_start_table` initialize a policy from a prior. Only numpy
+and scipy are used.
 
 Locking: each policy owns one ``threading.RLock``. ``decide``/``choose`` and their batch
 forms, ``select``, ``update``, ``ucb``/``width``, ``stats``, the ``theta``/``a_inv`` copies,
@@ -33,6 +36,7 @@ from laser_serve.selector.lints import LinTS, thompson_probs
 from laser_serve.selector.linucb import LinUCB
 from laser_serve.selector.normalizer import RewardNormalizer
 from laser_serve.selector.state import SelectorStateError
+from laser_serve.selector.warm import warm_start, warm_start_table
 
 __all__ = [
     "ArmStats",
@@ -51,4 +55,6 @@ __all__ = [
     "combine_scores",
     "make_policy",
     "thompson_probs",
+    "warm_start",
+    "warm_start_table",
 ]
