@@ -51,7 +51,6 @@ def test_each_estimator_by_hand() -> None:
 
 
 def test_dr_reduces_to_ips_with_a_zero_model_and_to_dm_with_a_perfect_one() -> None:
-    rng = np.random.default_rng(0)
     n = 300
     X, R = synthetic_table(n, 4, K, noise=0.0, seed=1)
     log = simulate_log("random", X, R, seed=2)
@@ -62,7 +61,6 @@ def test_dr_reduces_to_ips_with_a_zero_model_and_to_dm_with_a_perfect_one() -> N
     perfect = evaluate(log, target, q=R, n_boot=100)
     assert perfect.estimates["dr"].value == pytest.approx(perfect.estimates["dm"].value)
     assert perfect.estimates["dm"].value == pytest.approx(true_value(target, R))
-    del rng
 
 
 def test_ips_on_a_uniform_random_log_recovers_a_known_policy_value() -> None:
