@@ -31,6 +31,27 @@ _CONFIG_LABELS = {
 }
 
 
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """One decision: the chosen arms and the probability the policy gave every arm.
+
+    ``arms``: the chosen arm indices (one; every arm for ``ensemble``). ``probs``: shape (K,),
+    read-only, p(k|x) for each arm k as the policy stood when it decided (one-hot for a
+    deterministic single-arm policy; 1.0 on every arm for ``ensemble``, which uses them
+    all). ``propensity``: p of the chosen arm (1.0 for ``ensemble``). These are what an
+    off-policy estimator needs from the decision log.
+
+    >>> from laser_serve.selector import make_policy
+    >>> d = make_policy("random", ["a", "b"], dim=2).decide([0.0, 1.0])
+    >>> d.probs.tolist(), d.propensity
+    ([0.5, 0.5], 0.5)
+    """
+
+    arms: tuple[int, ...]
+    probs: np.ndarray
+    propensity: float
+
+
 @dataclass(frozen=True)
 class ArmStats:
     """Per-arm introspection. ``mean_reward`` is of raw rewards, 0.0 before any update."""
@@ -81,39 +102,54 @@ class Policy(ABC):
 
     # --- choosing -------------------------------------------------------------------------
 
-    def choose(self, x: np.ndarray) -> tuple[int, ...]:
-        """Arm indices to score with for context ``x`` (shape (dim,))."""
+    def decide(self, x: np.ndarray) -> Decision:
+        """The arms to score with for context ``x`` (shape (dim,)) and p(·|x) as the policy
+        gave it at this moment (see :class:`Decision`)."""
         xv = as_context(x, self.dim)
         with self._lock:
-            return self._choose_locked(xv[None, :])[0]
+            return self._decide_locked(xv[None, :])[0]
+
+    def decide_batch(self, X: np.ndarray) -> list[Decision]:
+        """``decide`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
+        Xv = as_contexts(X, self.dim)
+        with self._lock:
+            return self._decide_locked(Xv)
+
+    def choose(self, x: np.ndarray) -> tuple[int, ...]:
+        """Arm indices to score with for context ``x`` (``decide(x).arms``)."""
+        return self.decide(x).arms
 
     def choose_batch(self, X: np.ndarray) -> list[tuple[int, ...]]:
         """``choose`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
-        Xv = as_contexts(X, self.dim)
-        with self._lock:
-            return self._choose_locked(Xv)
+        return [d.arms for d in self.decide_batch(X)]
 
     @abstractmethod
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
-        """Choices for validated (B, dim) contexts, counting selections; under the lock."""
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
+        """Decisions for validated (B, dim) contexts, counting selections; under the lock."""
 
     # --- learning -------------------------------------------------------------------------
 
-    def update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
-        """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used."""
+    def update(self, arm: int | str, x: np.ndarray, reward: float, *, weight: float = 1.0) -> float:
+        """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used.
+
+        ``weight`` scales what a contextual model learns from this one update (LinUCB/LinTS:
+        A += w·xxᵀ, b += w·r·x), as if it had been seen ``weight`` times; counts and reward
+        sums count it once. Warm starts use it to say how many rounds a prior is worth.
+        """
         k = self.arm_index(arm)
         xv = as_context(x, self.dim)
         r = as_reward(reward)
+        w = check_finite_param(weight, "weight", positive=True)
         with self._lock:
             rn = self._normalizer(r)
-            self._learn(k, xv, rn)
+            self._learn(k, xv, rn, w)
             self._pulls[k] += 1
             self._reward_sum[k] += r
             self._norm_reward_sum[k] += rn
             self._last_update[k] = time.time()
             return rn
 
-    def _learn(self, k: int, x: np.ndarray, reward: float) -> None:  # noqa: B027
+    def _learn(self, k: int, x: np.ndarray, reward: float, weight: float) -> None:  # noqa: B027
         """Learning hook for contextual policies (stats are kept by ``update``)."""
 
     def arm_index(self, arm: int | str) -> int:
@@ -160,6 +196,11 @@ class Policy(ABC):
         return self._normalizer
 
     # --- state ----------------------------------------------------------------------------
+
+    @property
+    def _state_policy(self) -> str:
+        """The policy a saved state must come from to load here (its ``policy`` field)."""
+        return self.name
 
     def _config(self) -> dict[str, Any]:
         """Configuration that a saved state must match (JSON)."""
@@ -208,7 +249,7 @@ class Policy(ABC):
         """A consistent snapshot: {"policy", "config", "extra" (JSON), "arrays" (copies)}."""
         with self._lock:
             return {
-                "policy": self.name,
+                "policy": self._state_policy,
                 "config": self._config(),
                 "extra": self._extra(),
                 "arrays": self._arrays(),
@@ -221,9 +262,9 @@ class Policy(ABC):
             extra, arrays = state["extra"], state["arrays"]
         except (KeyError, TypeError):
             raise SelectorStateError(f"{source}: malformed selector state") from None
-        if policy != self.name:
+        if policy != self._state_policy:
             raise SelectorStateError(
-                f"{source}: state is for policy {policy!r}, this policy is {self.name!r}"
+                f"{source}: state is for policy {policy!r}, this policy is {self._state_policy!r}"
             )
         problems = self._mismatches(config)
         if problems:
@@ -311,14 +352,62 @@ class Policy(ABC):
 class SingleArmPolicy(Policy):
     """A policy that picks exactly one arm per context."""
 
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
-        picks = self._pick(X)
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
+        picks, probs = self._decide(X)
         self._selections += np.bincount(picks, minlength=len(self.arms))
-        return [(int(i),) for i in picks]
+        probs.setflags(write=False)  # each Decision holds a read-only row of it
+        return [Decision((int(k),), probs[i], float(probs[i, k])) for i, k in enumerate(picks)]
 
     @abstractmethod
-    def _pick(self, X: np.ndarray) -> np.ndarray:
-        """One arm index per row of the validated (B, dim) contexts; called under the lock."""
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For the validated (B, dim) contexts: the chosen arm of each row (int64, (B,)) and
+        p(·|x) of each row ((B, K), rows summing to 1); called under the lock."""
+
+
+class SeededPolicy(SingleArmPolicy):
+    """A single-arm policy with a numpy Generator, saved with its state so that a loaded
+    policy continues the same sequence. Draws use one double per choice where they can
+    (``Generator.random``), so a batch consumes the stream as the same single calls would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Policy's arguments
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng(self.seed)
+
+    def _uniform_arm(self) -> int:
+        return min(int(self._rng.random() * len(self.arms)), len(self.arms) - 1)
+
+    def _sample(self, probs: np.ndarray) -> np.ndarray:
+        """One arm per row of (B, K) probabilities, by inverting the row's CDF at one uniform
+        draw; a row with a 1.0 entry is that arm and draws nothing."""
+        picks = probs.argmax(axis=1)
+        random = probs.max(axis=1) < 1.0
+        if random.any():
+            cdf = np.cumsum(probs[random], axis=1)
+            u = self._rng.random(cdf.shape[0])[:, None] * cdf[:, -1:]
+            picks[random] = np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
+        return picks
+
+    def _extra(self) -> dict[str, Any]:
+        return {**super()._extra(), "rng": self._rng.bit_generator.state}
+
+    def _parse_extra(self, extra: dict[str, Any]) -> dict[str, Any]:
+        parsed = super()._parse_extra(extra)
+        if "rng" not in extra:  # LinUCB states saved before it could explore have none
+            return {**parsed, "rng": np.random.default_rng(self.seed)}
+        bit_generator = np.random.PCG64()
+        bit_generator.state = extra["rng"]  # ValueError/TypeError on a malformed state
+        return {**parsed, "rng": np.random.Generator(bit_generator)}
+
+    def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
+        super()._install(arrays, parsed)
+        self._rng = parsed["rng"]
+
+
+def one_hot(picks: np.ndarray, k: int) -> np.ndarray:
+    """(B, K) probabilities of a deterministic choice: 1.0 on each row's pick."""
+    probs = np.zeros((picks.shape[0], k))
+    probs[np.arange(picks.shape[0]), picks] = 1.0
+    return probs
 
 
 def argmax_lowest(scores: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Random draws use ``Generator.random`` (one double per draw) so a batch consumes the stream
 exactly as the same number of single calls would; the generator state is saved with the
-policy, so a loaded policy continues the same sequence.
+policy (``SeededPolicy``), so a loaded policy continues the same sequence.
 """
 
 from __future__ import annotations
@@ -13,46 +13,19 @@ from typing import Any
 import numpy as np
 
 from laser_serve.selector.base import (
+    Decision,
     Policy,
+    SeededPolicy,
     SingleArmPolicy,
     argmax_lowest,
     check_finite_param,
+    one_hot,
 )
 
 DEFAULT_EPSILON = 0.1
 
 
-class _SeededPolicy(SingleArmPolicy):
-    """A single-arm policy with a saved numpy Generator."""
-
-    def __init__(
-        self,
-        arms: Sequence[str],
-        dim: int,
-        seed: int = 0,
-        reward_norm: str = "none",
-        window: int = 1000,
-    ) -> None:
-        super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self._rng = np.random.default_rng(self.seed)
-
-    def _uniform_arm(self) -> int:
-        return min(int(self._rng.random() * len(self.arms)), len(self.arms) - 1)
-
-    def _extra(self) -> dict[str, Any]:
-        return {**super()._extra(), "rng": self._rng.bit_generator.state}
-
-    def _parse_extra(self, extra: dict[str, Any]) -> dict[str, Any]:
-        bit_generator = np.random.PCG64()
-        bit_generator.state = extra["rng"]  # ValueError/TypeError on a malformed state
-        return {**super()._parse_extra(extra), "rng": np.random.Generator(bit_generator)}
-
-    def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
-        super()._install(arrays, parsed)
-        self._rng = parsed["rng"]
-
-
-class RandomPolicy(_SeededPolicy):
+class RandomPolicy(SeededPolicy):
     """Uniformly random arm."""
 
     def __init__(
@@ -66,9 +39,10 @@ class RandomPolicy(_SeededPolicy):
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
         self.name = "random"
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
-        return np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        picks = np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        return picks, np.full((X.shape[0], k), 1.0 / k)
 
 
 class FixedPolicy(SingleArmPolicy):
@@ -87,8 +61,9 @@ class FixedPolicy(SingleArmPolicy):
         self.arm = self.arm_index(arm)
         self.name = f"fixed:{self.arms[self.arm]}"
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
-        return np.full(X.shape[0], self.arm, dtype=np.int64)
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picks = np.full(X.shape[0], self.arm, dtype=np.int64)
+        return picks, one_hot(picks, len(self.arms))
 
 
 class RoundRobinPolicy(SingleArmPolicy):
@@ -106,11 +81,11 @@ class RoundRobinPolicy(SingleArmPolicy):
         self.name = "round-robin"
         self._cursor = 0
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
         picks = (self._cursor + np.arange(X.shape[0], dtype=np.int64)) % k
         self._cursor = (self._cursor + X.shape[0]) % k
-        return picks
+        return picks, one_hot(picks, k)
 
     def _extra(self) -> dict[str, Any]:
         return {**super()._extra(), "cursor": self._cursor}
@@ -126,11 +101,12 @@ class RoundRobinPolicy(SingleArmPolicy):
         self._cursor = parsed["cursor"]
 
 
-class EpsilonGreedyPolicy(_SeededPolicy):
+class EpsilonGreedyPolicy(SeededPolicy):
     """Non-contextual ε-greedy on the mean normalized reward.
 
     While some arm has never been updated, that arm is chosen (lowest index first); after
-    that, a uniform arm with probability ε, else the best mean (ties to the lowest index).
+    that, a uniform arm with probability ε, else the best mean (ties to the lowest index):
+    p(k) = ε/K + (1 − ε)·[k = best].
     """
 
     def __init__(
@@ -159,14 +135,17 @@ class EpsilonGreedyPolicy(_SeededPolicy):
         means = self._norm_reward_sum / self._pulls
         return int(argmax_lowest(means[None, :])[0])
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         greedy = self._greedy()  # the state does not change within one call
         untried = bool((self._pulls == 0).any())
         picks = np.empty(X.shape[0], dtype=np.int64)
         for i in range(X.shape[0]):
             explore = not untried and self._rng.random() < self.epsilon
             picks[i] = self._uniform_arm() if explore else greedy
-        return picks
+        k, epsilon = len(self.arms), 0.0 if untried else self.epsilon
+        probs = np.full((X.shape[0], k), epsilon / k)
+        probs[:, greedy] += 1.0 - epsilon
+        return picks, probs
 
     def params(self) -> dict[str, float | int | str]:
         return {**super().params(), "epsilon": self.epsilon}
@@ -185,9 +164,11 @@ class EnsemblePolicy(Policy):
     ) -> None:
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
         self.name = "ensemble"
-        self._all = tuple(range(len(self.arms)))
+        ones = np.ones(len(self.arms))
+        ones.setflags(write=False)
+        self._all = Decision(tuple(range(len(self.arms))), ones, 1.0)  # immutable, shared
 
-    def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
+    def _decide_locked(self, X: np.ndarray) -> list[Decision]:
         self._selections += X.shape[0]
         return [self._all] * X.shape[0]
 

@@ -15,13 +15,19 @@ from laser_serve.selector.baselines import (
     RoundRobinPolicy,
 )
 from laser_serve.selector.context import check_arms
+from laser_serve.selector.lints import LinTS
 from laser_serve.selector.linucb import LinUCB
 
-SPECS = "linucb, random, fixed:<rm>, round-robin, epsilon-greedy[:<eps>], ensemble"
+SPECS = (
+    "linucb[:alpha=A,epsilon=E,band=B], lints[:alpha=A], random, fixed:<rm>, round-robin, "
+    "epsilon-greedy[:<eps>], ensemble"
+)
 _LINUCB_KWARGS = frozenset(
     {"alpha", "lam", "normalize", "project_to", "reward_norm", "window", "kernel"}
 )
 _SHARED_KWARGS = ("reward_norm", "window")  # the baselines normalize rewards too
+_OPTIONS = {"linucb": ("alpha", "epsilon", "band"), "lints": ("alpha",)}
+_RIDGE = {"linucb": LinUCB, "lints": LinTS}
 
 
 def make_policy(
@@ -29,8 +35,15 @@ def make_policy(
 ) -> Policy:
     """Parse ``spec`` and build the policy.
 
-    ``linucb_kwargs`` are LinUCB's keyword arguments; baselines use ``reward_norm`` and
-    ``window`` from them and ignore the rest, so one configuration serves every spec.
+    ``linucb_kwargs`` are LinUCB's (and LinTS's) keyword arguments; baselines use
+    ``reward_norm`` and ``window`` from them and ignore the rest, so one configuration serves
+    every spec. ``linucb`` and ``lints`` take options after a colon, ``key=value`` separated
+    by commas; an ``alpha`` there overrides the keyword argument.
+
+    >>> make_policy("linucb:epsilon=0.05,band=0.01", ["a", "b"], dim=4).name
+    'linucb:epsilon=0.05,band=0.01'
+    >>> make_policy("lints:alpha=0.5", ["a", "b"], dim=4, seed=3).alpha
+    0.5
     """
     unknown = sorted(set(linucb_kwargs) - _LINUCB_KWARGS)
     if unknown:
@@ -54,9 +67,10 @@ def make_policy(
             except ValueError:
                 raise ValueError(f"bad epsilon {arg!r} in policy spec {spec!r}") from None
         return EpsilonGreedyPolicy(arms, dim, epsilon=epsilon, seed=seed, **shared)
+    if kind in _RIDGE:
+        options = _options(spec, arg, _OPTIONS[kind]) if has_arg else {}
+        return _RIDGE[kind](arms, dim, seed=seed, **{**linucb_kwargs, **options})
     if not has_arg:
-        if kind == "linucb":
-            return LinUCB(arms, dim, seed=seed, **linucb_kwargs)
         if kind == "random":
             return RandomPolicy(arms, dim, seed=seed, **shared)
         if kind in ("round-robin", "sequential"):
@@ -64,3 +78,20 @@ def make_policy(
         if kind == "ensemble":
             return EnsemblePolicy(arms, dim, seed=seed, **shared)
     raise ValueError(f"unknown policy spec {spec!r}; expected one of: {SPECS}")
+
+
+def _options(spec: str, arg: str, allowed: tuple[str, ...]) -> dict[str, float]:
+    """``key=value,...`` options of a spec as floats; ValueError names what is wrong."""
+    options: dict[str, float] = {}
+    for item in arg.split(","):
+        key, eq, value = item.strip().partition("=")
+        if key not in allowed or not eq:
+            raise ValueError(
+                f"bad option {item.strip()!r} in policy spec {spec!r}; "
+                f"expected key=value with key one of {list(allowed)}"
+            )
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise ValueError(f"bad {key} {value!r} in policy spec {spec!r}") from None
+    return options

@@ -1,6 +1,12 @@
-"""LinUCB with disjoint arms (Li et al. 2010), as LASeR uses it.
+"""LinUCB with disjoint arms (Li et al. 2010), as LASeR uses it, and the ridge statistics it
+shares with LinTS (``RidgePolicy``).
 
 score_k(x) = θ_kᵀx + α·sqrt(xᵀA_k⁻¹x), A_k = λI + Σ x xᵀ, b_k = Σ r·x, θ_k = A_k⁻¹ b_k.
+
+``RidgePolicy`` keeps A⁻¹, θ and b and computes the mean θ_kᵀx and the width α·sqrt(xᵀA_k⁻¹x)
+of every arm; a subclass only says how to choose from them (``LinUCB`` here, ``LinTS`` in
+lints.py). LinUCB's exploration floor (``epsilon``, ``band``) makes it randomized with an
+exact p(·|x).
 
 A_k⁻¹ lives in one contiguous (K, d, d) float64 array and is kept current by Sherman–Morrison
 rank-1 updates; θ_k is updated by the equivalent recursive-least-squares step
@@ -31,6 +37,7 @@ workers starve the other's on a 2-core machine, costing 4–8 ms per call.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +45,13 @@ import numpy as np
 from scipy.linalg.blas import ddot, dgemm, dgemv, dger, dsymm, dsymv, dsyr
 from scipy.sparse import csr_array
 
-from laser_serve.selector.base import Policy, SingleArmPolicy, argmax_lowest, check_finite_param
+from laser_serve.selector.base import (
+    Policy,
+    SeededPolicy,
+    argmax_lowest,
+    check_finite_param,
+    one_hot,
+)
 from laser_serve.selector.context import as_contexts, check_dim, sparse_projection
 
 # Measured on a 2-core AMD EPYC (OpenBLAS): K dsymv calls beat one flat gemv from ~500 dims.
@@ -46,14 +59,18 @@ SYM_MIN_DIM = 512
 KERNELS = ("auto", "full", "sym")
 
 
-class LinUCB(SingleArmPolicy):
-    """Disjoint-arm LinUCB; see the module docstring for the maths and the kernels.
+class RidgePolicy(SeededPolicy):
+    """Per-arm ridge regression that LinUCB and LinTS share; see the module docstring.
 
-    ``alpha``: exploration weight; ``lam``: ridge λ; ``normalize``: scale each (projected)
-    context to unit L2 norm; ``project_to``: random projection to that many dims (None:
-    off); ``seed``: seeds the projection; ``reward_norm``/``window``: see RewardNormalizer;
-    ``kernel``: "auto", "full" or "sym" (performance only, not saved with the state).
+    ``alpha``: exploration scale (LinUCB's bonus weight, LinTS's posterior scale); ``lam``:
+    ridge λ; ``normalize``: scale each (projected) context to unit L2 norm; ``project_to``:
+    random projection to that many dims (None: off); ``seed``: seeds the projection and the
+    random choices; ``reward_norm``/``window``: see RewardNormalizer; ``kernel``: "auto",
+    "full" or "sym" (performance only, not saved with the state).
     Memory: 2·K·d′²·8 bytes (A⁻¹ and Σxxᵀ), e.g. 2 GiB for K=8, d′=4096.
+
+    Arms never updated are tried first (see ``_try_untried``); after that a subclass's
+    ``_decide_tried`` chooses from every arm's mean θ_kᵀx and width α·sqrt(xᵀA_k⁻¹x).
     """
 
     def __init__(
@@ -71,7 +88,6 @@ class LinUCB(SingleArmPolicy):
         kernel: str = "auto",
     ) -> None:
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self.name = "linucb"
         self.alpha = check_finite_param(alpha, "alpha")
         self.lam = check_finite_param(lam, "lam", positive=True)
         if not isinstance(normalize, bool | np.bool_):
@@ -131,26 +147,44 @@ class LinUCB(SingleArmPolicy):
                 q = np.einsum("bkd,bd->bk", Y.reshape(b, k, d), Z)
         return np.maximum(q, 0.0)  # rounding can make a tiny quadratic form negative
 
-    def _scores(self, Z: np.ndarray) -> np.ndarray:
-        return _rows_dot(self._theta, Z) + self.alpha * np.sqrt(self._quad(Z))
+    def _mean_width(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """θ_kᵀz and α·sqrt(zᵀA_k⁻¹z) for each row of Z and each arm: two (B, K) arrays."""
+        return _rows_dot(self._theta, Z), self.alpha * np.sqrt(self._quad(Z))
 
-    def _pick(self, X: np.ndarray) -> np.ndarray:
-        untried = np.flatnonzero(self._pulls == 0)
-        if not untried.size:
-            return argmax_lowest(self._scores(self._features(X)))
+    def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if (self._pulls == 0).any():
+            return self._try_untried(X.shape[0])
+        return self._decide_tried(*self._mean_width(self._features(X)))
+
+    @abstractmethod
+    def _decide_tried(self, mean: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Picks and p(·|x) ((B,), (B, K)) from every arm's mean and width, once every arm
+        has been updated; called under the lock."""
+
+    def _floor(self, greedy: np.ndarray) -> np.ndarray:
+        """p(·|x) given the (B, K) probabilities of the greedy step: no floor here."""
+        return greedy
+
+    def _try_untried(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         # The zero prior scores every arm alike, so the first arm to earn a positive reward
         # would then win every comparison its small α-bonus rival cannot close (it took all
-        # 184 selections of a soak). As UCB1 does, try each arm first: the untried arm
-        # selected least so far, lowest index on ties, row by row as single calls would.
-        counts = self._selections[untried].copy()
-        picks = np.empty(X.shape[0], dtype=np.int64)
-        for i in range(X.shape[0]):
-            j = int(np.argmin(counts))
-            picks[i], counts[j] = untried[j], counts[j] + 1
-        return picks
+        # 184 selections of a soak). As UCB1 does, try each arm first: the greedy step is
+        # the untried arm selected least so far, lowest index on ties, row by row as single
+        # calls would (a pick made by LinUCB's exploration floor counts too).
+        k = len(self.arms)
+        counts = np.where(self._pulls == 0, self._selections, np.inf)
+        picks, probs = np.empty(rows, dtype=np.int64), np.empty((rows, k))
+        for i in range(rows):
+            probs[i] = self._floor(one_hot(np.array([np.argmin(counts)]), k))[0]
+            picks[i] = self._sample(probs[i : i + 1])[0]
+            counts[picks[i]] += 1
+        return picks, probs
 
-    def _learn(self, k: int, x: np.ndarray, reward: float) -> None:
+    def _learn(self, k: int, x: np.ndarray, reward: float, weight: float) -> None:
+        # Weight w: the same step with √w·z and √w·r, so A ← A + w·zzᵀ and b ← b + w·r·z.
         z = self._features(x[None, :])[0]
+        if weight != 1.0:
+            z, reward = np.sqrt(weight) * z, np.sqrt(weight) * reward
         F = self._a_inv[k].T
         u = dsymv(1.0, F, z) if self._sym else dgemv(1.0, F, z)  # A⁻¹ z (A⁻¹ = A⁻ᵀ)
         den = 1.0 + ddot(u, z)
@@ -174,16 +208,9 @@ class LinUCB(SingleArmPolicy):
         """Chosen arm indices (int64, shape (B,)) for the rows of ``X``."""
         Xv = as_contexts(X, self.dim)
         with self._lock:
-            picks = self._pick(Xv)
+            picks, _ = self._decide(Xv)
             self._selections += np.bincount(picks, minlength=len(self.arms))
         return picks
-
-    def ucb(self, x: np.ndarray) -> np.ndarray:
-        """UCB scores: (K,) for one context, (B, K) for a batch."""
-        X, single = self._any_contexts(x)
-        with self._lock:
-            s = self._scores(self._features(X))
-        return s[0] if single else s
 
     def width(self, x: np.ndarray) -> np.ndarray:
         """Exploration bonus α·sqrt(xᵀA_k⁻¹x): (K,) for one context, (B, K) for a batch."""
@@ -295,6 +322,76 @@ class LinUCB(SingleArmPolicy):
             self._b = self._b + stats["b"]
             self._a_inv = np.ascontiguousarray(a_inv)
             self._theta = np.matmul(a_inv, self._b[:, :, None])[:, :, 0]
+
+
+class LinUCB(RidgePolicy):
+    """Disjoint-arm LinUCB (the module docstring has the maths), with an optional exploration
+    floor that makes its probabilities useful to off-policy evaluation.
+
+    The greedy step takes the arm of highest score_k(x) = θ_kᵀx + α·sqrt(xᵀA_k⁻¹x) (ties
+    within 1e-12 relative to the lowest index) or, with ``band`` > 0, any arm whose score is
+    within ``band`` of the best, uniformly. With ``epsilon`` > 0 a uniform arm is taken
+    instead with probability ε, at every decision (untried-first ones too). So exactly
+    p(k|x) = ε/K + (1 − ε)·[k ∈ T(x)]/|T(x)|, T(x) the arms of the greedy step, and the arm
+    is drawn from that p. Other arguments: RidgePolicy's.
+
+    >>> p = LinUCB(["a", "b", "c"], dim=2, epsilon=0.3)
+    >>> for arm in range(3):
+    ...     _ = p.update(arm, [1.0, 0.0], float(arm == 1))
+    >>> p.decide([1.0, 0.0]).probs.round(3).tolist()
+    [0.1, 0.8, 0.1]
+    >>> p.name
+    'linucb:epsilon=0.3'
+    """
+
+    def __init__(
+        self,
+        arms: Sequence[str],
+        dim: int,
+        *args: Any,
+        epsilon: float = 0.0,
+        band: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(arms, dim, *args, **kwargs)
+        self.epsilon = check_finite_param(epsilon, "epsilon")
+        if self.epsilon > 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon!r}")
+        self.band = check_finite_param(band, "band")
+        floor = [f"{key}={v!r}" for key, v in (("epsilon", self.epsilon), ("band", self.band)) if v]
+        self.name = "linucb:" + ",".join(floor) if floor else "linucb"
+
+    @property
+    def _state_policy(self) -> str:
+        return "linucb"  # the floor is not state: a plain LinUCB state loads, and back
+
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        mean, width = self._mean_width(Z)
+        return mean + width
+
+    def _decide_tried(self, mean: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = mean + width
+        if self.band:
+            best = scores >= scores.max(axis=1, keepdims=True) - self.band
+            greedy = best / best.sum(axis=1, keepdims=True)
+        else:
+            greedy = one_hot(argmax_lowest(scores), len(self.arms))
+        probs = self._floor(greedy)
+        return self._sample(probs), probs
+
+    def _floor(self, greedy: np.ndarray) -> np.ndarray:
+        # p(k|x) = ε/K + (1 − ε)·greedy_k
+        return self.epsilon / len(self.arms) + (1.0 - self.epsilon) * greedy
+
+    def ucb(self, x: np.ndarray) -> np.ndarray:
+        """UCB scores: (K,) for one context, (B, K) for a batch."""
+        X, single = self._any_contexts(x)
+        with self._lock:
+            s = self._scores(self._features(X))
+        return s[0] if single else s
+
+    def params(self) -> dict[str, float | int | str]:
+        return {**super().params(), "epsilon": self.epsilon, "band": self.band}
 
 
 def _rows_dot(m: np.ndarray, Z: np.ndarray) -> np.ndarray:

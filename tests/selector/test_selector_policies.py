@@ -134,7 +134,7 @@ def test_make_policy_specs():
         ("fixed:", "needs a reward model"),
         ("epsilon-greedy:lots", "bad epsilon 'lots'"),
         ("epsilon-greedy:1.5", "epsilon must be in"),
-        ("linucb:3", "unknown policy spec 'linucb:3'"),
+        ("linucb:3", "bad option '3' in policy spec 'linucb:3'"),
         ("", "unknown policy spec ''"),
     ],
 )
