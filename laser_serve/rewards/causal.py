@@ -16,7 +16,7 @@ candidate's tokens), so no vocabulary-sized logits are computed for prompt posit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,26 @@ class Rows:
 
     prefix: list[int]
     continuations: list[list[int]]
+
+
+# shared_prefix_hidden or per_candidate_hidden
+HiddenPath = Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
+
+
+# Marks where the candidate goes when a template is rendered to text and split in two.
+SLOT = "\x00candidate\x00"
+
+
+def split_at_slot(
+    tokenizer: Any, messages: list[dict[str, str]], **template: Any
+) -> tuple[list[int], list[int]]:
+    """Token ids of a chat template rendered around `SLOT`: (before, after)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, **template)
+    before, sep, after = text.partition(SLOT)
+    if not sep:
+        raise ValueError("the chat template dropped the candidate")
+    ids = tokenizer(before, add_special_tokens=False)["input_ids"]
+    return list(ids), list(tokenizer(after, add_special_tokens=False)["input_ids"])
 
 
 def decoder_of(model: Any) -> Any:

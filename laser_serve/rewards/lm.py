@@ -7,7 +7,6 @@ shared before the candidate for that reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,29 +15,19 @@ from laser_serve.generation.base import truncate_middle
 from laser_serve.models import causal_lm, parameter_bytes
 from laser_serve.rewards.base import ScoreRequest
 from laser_serve.rewards.causal import (
+    SLOT,
+    HiddenPath,
     Rows,
     continuation_logprobs,
     decoder_of,
     shared_prefix_hidden,
+    split_at_slot,
 )
 
 JUDGE_TEMPLATE = (
     "Is the response below correct and helpful for the request? Answer Yes or No.\n\n"
     "Request:\n{prompt}\n\nResponse:\n{candidate}"
 )
-# Marks where the candidate goes when a template is rendered to text and split in two.
-_SLOT = "\x00candidate\x00"
-HiddenPath = Callable[..., Any]  # shared_prefix_hidden or per_candidate_hidden
-
-
-def split_at_slot(tokenizer: Any, messages: list[dict[str, str]], **template: Any) -> tuple:
-    """Token ids of a chat template rendered around `_SLOT`: (before, after)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, **template)
-    before, sep, after = text.partition(_SLOT)
-    if not sep:
-        raise ValueError("the chat template dropped the candidate")
-    ids = tokenizer(before, add_special_tokens=False)["input_ids"]
-    return list(ids), list(tokenizer(after, add_special_tokens=False)["input_ids"])
 
 
 class _CausalLmRM:
@@ -89,7 +78,8 @@ class LmLoglikRM(_CausalLmRM):
 
     def rows(self, request: ScoreRequest) -> Rows:
         tok = self.tokenizer
-        conts = [self._ids(c)[: self.max_length // 2] + [tok.eos_token_id] for c in request.candidates]
+        eos = [tok.eos_token_id]
+        conts = [self._ids(c)[: self.max_length // 2] + eos for c in request.candidates]
         longest = max(len(c) for c in conts)
         prompt = tok.apply_chat_template(
             self._fit_prompt(request.messages, longest),
@@ -120,7 +110,7 @@ class LmJudgeRM(_CausalLmRM):
         cands = [truncate_middle(self._ids(c), self.max_length // 4) for c in request.candidates]
         longest = max(len(c) for c in cands)
         user = self._fit_prompt([{"role": "user", "content": request.prompt}], longest + 64)
-        text = JUDGE_TEMPLATE.format(prompt=user[0]["content"], candidate=_SLOT)
+        text = JUDGE_TEMPLATE.format(prompt=user[0]["content"], candidate=SLOT)
         prefix, suffix = split_at_slot(
             self.tokenizer, [{"role": "user", "content": text}], add_generation_prompt=True
         )

@@ -1,4 +1,9 @@
-"""seq-cls: any AutoModelForSequenceClassification reward model with one output."""
+"""seq-cls: any AutoModelForSequenceClassification reward model with one output.
+
+Decoder RMs (a `score` head on a causal LM, as Skywork-Reward and most open RMs) read the
+conversation left to right, so the prompt is computed once for all candidates
+(`rewards.causal`); encoder cross-encoders see each (prompt, candidate) pair in full.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,14 @@ import numpy as np
 from laser_serve.generation.base import truncate_middle
 from laser_serve.models import parameter_bytes, resolve
 from laser_serve.rewards.base import ScoreRequest
+from laser_serve.rewards.causal import (
+    SLOT,
+    HiddenPath,
+    Rows,
+    decoder_of,
+    shared_prefix_hidden,
+    split_at_slot,
+)
 
 
 class SeqClsRM:
@@ -31,6 +44,8 @@ class SeqClsRM:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.rm.config.pad_token_id = self.tokenizer.pad_token_id
+        head = getattr(self.rm, "score", None)
+        self.causal = isinstance(head, torch.nn.Linear) and bool(self.tokenizer.chat_template)
 
     def memory_bytes(self) -> int:
         return parameter_bytes(self.rm)
@@ -44,7 +59,31 @@ class SeqClsRM:
             ids = tok("\n\n".join(m["content"] for m in messages), candidate)["input_ids"]
         return truncate_middle(ids, self.max_length)  # keeps the answer at the end
 
+    def rows(self, request: ScoreRequest) -> Rows:
+        """The conversation up to the answer (shared) and each answer with the template's
+        closing tokens."""
+        conv = request.messages + [{"role": "assistant", "content": SLOT}]
+        prefix, suffix = split_at_slot(self.tokenizer, conv)
+        cands = [
+            truncate_middle(
+                self.tokenizer(c, add_special_tokens=False)["input_ids"], self.max_length // 2
+            )
+            + suffix
+            for c in request.candidates
+        ]
+        return Rows(truncate_middle(prefix, self.max_length - max(len(c) for c in cands)), cands)
+
+    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+        import torch
+
+        _, hidden = hidden_path(decoder_of(self.rm), rows, self.batch_size)
+        with torch.inference_mode():
+            last = torch.stack([h[-1] for h in hidden])
+            return self.rm.score(last)[:, 0].double().numpy(force=True)
+
     def score(self, request: ScoreRequest) -> np.ndarray:
+        if self.causal:
+            return self.score_rows(self.rows(request))
         import torch
 
         rows = [self._encode(request.messages, c) for c in request.candidates]

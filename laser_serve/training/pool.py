@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
 from laser_serve.config import RewardModelConfig, default_reward_models
 from laser_serve.config import load as load_config
 from laser_serve.errors import ConfigError
+from laser_serve.pipeline import choose_candidate, score_candidates
 from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
-from laser_serve.selector import combine_scores
 from laser_serve.training.config import TrainConfig
 
 VERIFIER = RewardModelConfig("verifier", "verifier", "exact-match")
@@ -51,10 +50,7 @@ def score(
     rms: list[RewardModel], arms: tuple[int, ...], request: ScoreRequest
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The choosing scores of one prompt's candidates (one RM's, or the ensemble's combined
-    z-scores) and the seconds each RM took."""
-    rows, seconds = [], {}
-    for a in arms:
-        t = time.perf_counter()
-        rows.append(np.asarray(rms[a].score(request), dtype=np.float64))
-        seconds[rms[a].name] = time.perf_counter() - t
-    return (rows[0] if len(rows) == 1 else combine_scores(np.stack(rows))), seconds
+    z-scores) and the seconds each RM took: the pipeline's own scoring path."""
+    names = [rms[a].name for a in arms]
+    scores, seconds = score_candidates([rms[a] for a in arms], request)
+    return choose_candidate(scores, names)[1], seconds

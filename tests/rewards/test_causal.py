@@ -1,0 +1,102 @@
+"""Shared-prefix scoring equals the per-candidate path on real models (and a causal seq-cls)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from laser_serve.models import SMOLLM2
+from laser_serve.rewards.base import ScoreRequest
+from laser_serve.rewards.causal import per_candidate_hidden, shared_prefix_hidden
+from laser_serve.rewards.lm import LmJudgeRM, LmLoglikRM
+
+REQUEST = ScoreRequest(
+    messages=[
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of France? " + "Think. " * 40},
+    ],
+    candidates=[
+        "Paris.",
+        "The capital of France is Paris, a city on the Seine with about two million people.",
+        "",
+        "Lyon",
+        "I am not sure; it might be Marseille.",
+    ],
+    question="What is the capital of France?",
+)
+
+
+@pytest.mark.parametrize("cls", [LmLoglikRM, LmJudgeRM])
+def test_shared_prefix_equals_per_candidate(cls: type) -> None:
+    rm = cls("rm", SMOLLM2, "cpu", max_length=1024, batch_size=2)  # 3 batches for 5 rows
+    rows = rm.rows(REQUEST)
+    assert len(rows.prefix) > 100  # the shared part is most of each row
+    shared = rm.score_rows(rows, shared_prefix_hidden)
+    plain = rm.score_rows(rows, per_candidate_hidden)
+    assert shared.shape == (5,) and np.isfinite(shared).all()
+    np.testing.assert_allclose(shared, plain, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(rm.score(REQUEST), shared)  # score() is the shared path
+    assert len(set(np.round(shared, 3))) > 1  # the candidates are told apart
+
+
+def test_loglik_prefers_the_right_answer() -> None:
+    rm = LmLoglikRM("rm", SMOLLM2, "cpu", max_length=1024, batch_size=8)
+    scores = rm.score(
+        ScoreRequest(
+            [{"role": "user", "content": "What is the capital of France?"}],
+            ["The capital of France is Paris.", "The capital of France is Banana."],
+            "What is the capital of France?",
+        )
+    )
+    assert scores[0] > scores[1]
+
+
+def test_long_prompt_is_cut_to_max_length() -> None:
+    rm = LmJudgeRM("rm", SMOLLM2, "cpu", max_length=256, batch_size=4)
+    long = ScoreRequest([{"role": "user", "content": "word " * 2000}], ["a", "b c d"], "q")
+    rows = rm.rows(long)
+    assert max(len(rows.prefix) + len(c) for c in rows.continuations) <= 256
+    np.testing.assert_allclose(
+        rm.score_rows(rows, shared_prefix_hidden),
+        rm.score_rows(rows, per_candidate_hidden),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_causal_seq_cls_shares_the_prefix(tmp_path) -> None:  # noqa: ANN001
+    """A decoder RM (score head on a causal LM, Skywork-style), random weights from a config:
+    the shared path equals the full rows, and differs from it only in cost."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from laser_serve.models import resolve
+    from laser_serve.rewards.seq_cls import SeqClsRM
+
+    tok = AutoTokenizer.from_pretrained(resolve(SMOLLM2))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id or tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    rm = SeqClsRM("seq", str(tmp_path), "cpu", max_length=512, batch_size=2)
+    assert rm.causal
+    rows = rm.rows(REQUEST)
+    shared = rm.score_rows(rows, shared_prefix_hidden)
+    np.testing.assert_allclose(
+        shared, rm.score_rows(rows, per_candidate_hidden), rtol=1e-4, atol=1e-5
+    )
+    # The same scores as the model's own forward over each full conversation.
+    full = [
+        rm.rm(input_ids=torch.tensor([rows.prefix + c])).logits[0, 0].item()
+        for c in rows.continuations
+    ]
+    np.testing.assert_allclose(shared, full, rtol=1e-4, atol=1e-5)
