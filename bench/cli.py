@@ -20,6 +20,8 @@ BENCHES = {
     "selector": "selector_bench",
     "rerank-cost": "rerank_cost",
     "longbench": "longbench",
+    "gsm8k": "gsm8k",
+    "mix": "mix",
     "train-cost": "train_cost",
     "load": "load",
     "ope": "ope",

@@ -24,7 +24,7 @@ from typing import Any
 from laser_bench import longbench_eval as lbe
 from laser_bench.longbench import _default_cache_dir, record_to_pool
 
-from laser_serve.config import default_reward_models
+from laser_serve.config import profile_reward_models
 from laser_serve.selector import LinUCB
 
 Variant = tuple[str, dict[str, Any]]
@@ -50,7 +50,7 @@ def load_cached_pools(
     if not found:
         raise SystemExit(f"no cached pools with n={n} under {cache_dir}; run laser-bench longbench")
     cached = set(next(iter(found.values()))[0][1]["key"]["reward_models"])
-    rm_names = [r.name for r in default_reward_models() if r.name in cached]
+    rm_names = [r.name for r in profile_reward_models("smollm2-135m") if r.name in cached]
     rm_names += sorted(cached - set(rm_names))
     pools = {
         task: [record_to_pool(ex, rec, rm_names) for ex, rec in pairs]

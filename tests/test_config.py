@@ -6,10 +6,36 @@ from laser_serve import config
 from laser_serve.errors import ConfigError
 
 
-def test_defaults_are_the_embedded_cpu_pool() -> None:
-    c = config.load()
+def test_defaults_are_the_embedded_cpu_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = config.load(profile="smollm2-135m")
     assert c.generator.backend == "vllm"
+    assert c.generator.model == "builtin:smollm2-135m-instruct"
     assert [rm.kind for rm in c.reward_models] == ["lm-judge", "lm-loglik", "embedding"]
+    monkeypatch.delenv("LASER_PROFILE")
+    default = config.load()
+    assert default.profile == config.DEFAULT_PROFILE == "qwen-0.5b"
+    assert default.generator.model == "builtin:qwen2.5-coder-0.5b-instruct"
+    assert [rm.kind for rm in default.reward_models] == [
+        "lm-judge",
+        "lm-loglik",
+        "consensus",
+        "grounding",
+        "embedding",
+    ]
+
+
+def test_profile_from_file_env_and_argument(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('profile = "qwen-0.5b"\n[generator]\nbackend = "hf"\n')
+    assert config.load(path).generator.model == "builtin:qwen2.5-coder-0.5b-instruct"
+    assert config.load(path, profile="smollm2-135m").profile == "smollm2-135m"
+    monkeypatch.setenv("LASER_PROFILE", "qwen-0.5b")
+    c = config.load(None, ["generator.model=/my/model"])
+    assert c.profile == "qwen-0.5b" and c.generator.model == "/my/model"
+    with pytest.raises(ConfigError, match="unknown profile 'big'; profiles: qwen-0.5b"):
+        config.load(profile="big")
 
 
 def test_toml_and_overrides(tmp_path: Path) -> None:

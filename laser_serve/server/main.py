@@ -54,6 +54,12 @@ class JsonFormatter(logging.Formatter):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="laser-serve", description=__doc__.splitlines()[0])
     p.add_argument("--config", help="TOML configuration file")
+    p.add_argument(
+        "--profile",
+        choices=list(config_module.PROFILES),
+        help=f"embedded stack (default: $LASER_PROFILE, else {config_module.DEFAULT_PROFILE}); "
+        "a config file's [generator] model and [[reward_models]] override it",
+    )
     p.add_argument("--host", help="gRPC bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 picks a free one)")
     p.add_argument("--metrics-host", help="metrics bind address (default 127.0.0.1)")
@@ -94,7 +100,7 @@ def build_config(args: argparse.Namespace) -> Config:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    config = config_module.load(args.config, overrides)
+    config = config_module.load(args.config, overrides, args.profile)
     if any(rm.kind == "verifier" for rm in config.reward_models):
         raise ConfigError("verifier reward models need gold answers; use them in laser-train")
     return config

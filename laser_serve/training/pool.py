@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from laser_serve.config import RewardModelConfig, default_reward_models
+from laser_serve.config import RewardModelConfig, profile_reward_models
 from laser_serve.config import load as load_config
 from laser_serve.errors import ConfigError
 from laser_serve.pipeline import choose_candidate, score_candidates
@@ -21,7 +21,7 @@ def pool_configs(config: TrainConfig) -> list[RewardModelConfig]:
     pool = (
         load_config(config.rm_config).reward_models
         if config.rm_config
-        else (default_reward_models())
+        else profile_reward_models("smollm2-135m")  # laser-train's embedded policy
     )
     if config.verifier and all(rm.kind != "verifier" for rm in pool):
         pool.append(VERIFIER)
