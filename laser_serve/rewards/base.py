@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,11 @@ class RewardModel(Protocol):
 
     def score(self, request: ScoreRequest) -> np.ndarray:
         """One float per candidate, higher is better. Blocking: call on the torch thread."""
+        ...
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        """`score` of several requests at once, in as few forwards as the RM can (the
+        scheduler batches concurrent requests); equal to calling `score` on each."""
         ...
 
     def memory_bytes(self) -> int: ...

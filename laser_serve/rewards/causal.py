@@ -31,8 +31,10 @@ class Rows:
     continuations: list[list[int]]
 
 
+# (hidden state of the prefix's last token, each continuation's hidden states)
+Hidden = tuple[torch.Tensor, list[torch.Tensor]]
 # shared_prefix_hidden or per_candidate_hidden
-HiddenPath = Callable[..., tuple[torch.Tensor, list[torch.Tensor]]]
+HiddenPath = Callable[..., Hidden]
 
 
 # Marks where the candidate goes when a template is rendered to text and split in two.
@@ -56,53 +58,84 @@ def decoder_of(model: Any) -> Any:
     return model.base_model
 
 
-@torch.inference_mode()
-def shared_prefix_hidden(
-    decoder: Any, rows: Rows, batch_size: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Hidden states of the prefix's last token (d,) and of each continuation (len_i, d).
+def shared_prefix_hidden(decoder: Any, rows: Rows, max_tokens: int) -> Hidden:
+    """Hidden states of the prefix's last token (d,) and of each continuation (len_i, d):
+    the prefix runs once, the continuations on top of its cache."""
+    return shared_prefix_hidden_many(decoder, [rows], max_tokens)[0]
 
-    The prefix runs once; each batch of continuations runs with the prefix's cache expanded
-    to the batch (right padding, so real tokens never see pads and default positions are
-    right). The cache is rebuilt per batch because a forward appends to it.
+
+@torch.inference_mode()
+def shared_prefix_hidden_many(
+    decoder: Any, requests: Sequence[Rows], max_tokens: int
+) -> list[Hidden]:
+    """`shared_prefix_hidden` of several requests in as few forwards as memory allows.
+
+    All prefixes run in one forward (right padded: a real token never sees a pad). The
+    continuations of every request then run in chunks, each row on a copy of its own
+    request's cache; an attention mask hides the padding of shorter prefixes and positions
+    continue from each row's own prefix length. A chunk holds at most `max_tokens` tokens
+    (rows × (prefix + continuation), at least one row), so short rows batch wide and long
+    rows narrow, within the memory the caller allows.
     """
-    device = decoder.device
     from transformers import DynamicCache
 
-    prefix = torch.tensor([rows.prefix], device=device)
-    out = decoder(input_ids=prefix, use_cache=True)
-    prefix_cache = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-    prefix_last = out.last_hidden_state[0, -1]
-    hidden: list[torch.Tensor] = []
-    conts = rows.continuations
-    for start in range(0, len(conts), batch_size):
-        batch = conts[start : start + batch_size]
-        width = max(len(c) for c in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
-        for i, c in enumerate(batch):
-            ids[i, : len(c)] = torch.tensor(c, device=device)
-        b = len(batch)
+    device = decoder.device
+    lengths = [len(r.prefix) for r in requests]
+    width = max(lengths)
+    ids = torch.zeros((len(requests), width), dtype=torch.long, device=device)
+    for i, r in enumerate(requests):
+        ids[i, : lengths[i]] = torch.tensor(r.prefix, device=device)
+    out = decoder(input_ids=ids, use_cache=True)
+    layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    lasts = [out.last_hidden_state[i, n - 1] for i, n in enumerate(lengths)]
+    rows = [(i, c) for i, r in enumerate(requests) for c in r.continuations]
+    hidden: list[list[torch.Tensor]] = [[] for _ in requests]
+    start = 0
+    while start < len(rows):
+        chunk = rows[start : start + _fit(rows[start:], width, max_tokens)]
+        start += len(chunk)
+        owner = torch.tensor([i for i, _ in chunk], device=device)
+        cont = max(len(c) for _, c in chunk)
+        ids = torch.zeros((len(chunk), cont), dtype=torch.long, device=device)
+        for j, (_, c) in enumerate(chunk):
+            ids[j, : len(c)] = torch.tensor(c, device=device)
+        own = torch.tensor([lengths[i] for i, _ in chunk], device=device)[:, None]
+        kwargs: dict[str, Any] = {}
+        if (own < width).any():  # some prefixes are padded: mask the pads, shift positions
+            slots = torch.arange(width + cont, device=device)[None, :]
+            kwargs["attention_mask"] = ((slots < own) | (slots >= width)).long()
+            kwargs["position_ids"] = own + torch.arange(cont, device=device)[None, :]
         cache = DynamicCache(
-            [(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in prefix_cache],
+            [(k.index_select(0, owner), v.index_select(0, owner)) for k, v in layers],
             config=decoder.config,
         )
-        h = decoder(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
-        hidden += [h[i, : len(c)] for i, c in enumerate(batch)]
-    return prefix_last, hidden
+        h = decoder(input_ids=ids, past_key_values=cache, use_cache=True, **kwargs)
+        for j, (i, c) in enumerate(chunk):
+            hidden[i].append(h.last_hidden_state[j, : len(c)])
+    return list(zip(lasts, hidden, strict=True))
+
+
+def _fit(rows: Sequence[tuple[int, list[int]]], prefix: int, max_tokens: int) -> int:
+    """How many of `rows` fit in one forward: rows × (prefix + widest) <= max_tokens."""
+    widest = 0
+    for count, (_, c) in enumerate(rows, 1):
+        widest = max(widest, len(c))
+        if count > 1 and count * (prefix + widest) > max_tokens:
+            return count - 1
+    return len(rows)
 
 
 @torch.inference_mode()
-def per_candidate_hidden(
-    decoder: Any, rows: Rows, batch_size: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def per_candidate_hidden(decoder: Any, rows: Rows, max_tokens: int) -> Hidden:
     """The same hidden states as `shared_prefix_hidden`, from full rows (the old path)."""
     device = decoder.device
     p = len(rows.prefix)
     prefix_last: torch.Tensor | None = None
     hidden: list[torch.Tensor] = []
     conts = rows.continuations
-    for start in range(0, len(conts), batch_size):
-        batch = [rows.prefix + c for c in conts[start : start + batch_size]]
+    per_forward = max(1, max_tokens // (p + max(len(c) for c in conts)))
+    for start in range(0, len(conts), per_forward):
+        batch = [rows.prefix + c for c in conts[start : start + per_forward]]
         width = max(len(r) for r in batch)
         ids = torch.zeros((len(batch), width), dtype=torch.long, device=device)
         for i, r in enumerate(batch):

@@ -10,6 +10,7 @@ below 1/n. Otherwise it is that mean agreement: token F1 against every other can
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,6 +43,9 @@ class ConsensusRM:
 
     def memory_bytes(self) -> int:
         return 0
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        return [self.score(r) for r in requests]
 
     def score(self, request: ScoreRequest) -> np.ndarray:
         cands = request.candidates

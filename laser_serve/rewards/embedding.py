@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from laser_serve.context import embed_texts
@@ -21,9 +23,18 @@ class EmbeddingRM:
         return parameter_bytes(self.encoder)
 
     def score(self, request: ScoreRequest) -> np.ndarray:
-        q = embed_texts(self.encoder, self.tokenizer, [request.question], self.max_length)[0]
-        out = []
-        for start in range(0, len(request.candidates), self.batch_size):
-            chunk = request.candidates[start : start + self.batch_size]
-            out.append(embed_texts(self.encoder, self.tokenizer, chunk, self.max_length) @ q)
-        return np.concatenate(out).astype(np.float64)
+        return self.score_batch([request])[0]
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        """Every question and candidate of the batch through the encoder together."""
+        texts = [t for r in requests for t in (r.question, *r.candidates)]
+        rows = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = texts[start : start + self.batch_size]
+            rows.append(embed_texts(self.encoder, self.tokenizer, chunk, self.max_length))
+        emb, out, at = np.concatenate(rows), [], 0
+        for r in requests:
+            q, cands = emb[at], emb[at + 1 : at + 1 + len(r.candidates)]
+            out.append((cands @ q).astype(np.float64))
+            at += 1 + len(r.candidates)
+        return out

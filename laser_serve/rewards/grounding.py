@@ -8,6 +8,8 @@ invented one near 0, an empty one 0. No model: the cost is milliseconds per requ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from laser_serve.rewards.base import ScoreRequest
@@ -27,6 +29,9 @@ class GroundingRM:
 
     def memory_bytes(self) -> int:
         return 0
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        return [self.score(r) for r in requests]
 
     def score(self, request: ScoreRequest) -> np.ndarray:
         document = tokens(request.prompt)

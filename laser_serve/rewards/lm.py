@@ -7,6 +7,7 @@ shared before the candidate for that reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from laser_serve.rewards.causal import (
     continuation_logprobs,
     decoder_of,
     shared_prefix_hidden,
+    shared_prefix_hidden_many,
     split_at_slot,
 )
 
@@ -58,15 +60,30 @@ class _CausalLmRM:
         cut[longest]["content"] = self.tokenizer.decode(truncate_middle(ids, budget))
         return cut
 
+    @property
+    def max_tokens(self) -> int:
+        """Tokens per forward: the memory of `batch_size` rows of `max_length`."""
+        return self.batch_size * self.max_length
+
     def score(self, request: ScoreRequest) -> np.ndarray:
-        return self.score_rows(self.rows(request))
+        return self.score_batch([request])[0]
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        """Several requests' scores from shared forwards (the scheduler's batches)."""
+        rows = [self.rows(r) for r in requests]
+        hidden = shared_prefix_hidden_many(self.decoder, rows, self.max_tokens)
+        return [self.head_scores(r, *h) for r, h in zip(rows, hidden, strict=True)]
+
+    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+        """One request's scores; `hidden_path` picks the shared or the plain (old) path."""
+        return self.head_scores(rows, *hidden_path(self.decoder, rows, self.max_tokens))
 
     def rows(self, request: ScoreRequest) -> Rows:
         """The request as one shared prefix and a continuation per candidate."""
         raise NotImplementedError
 
-    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
-        """One score per continuation; `hidden_path` picks the shared or the plain path."""
+    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
+        """Scores from the decoder's hidden states (prefix's last token, continuations)."""
         raise NotImplementedError
 
 
@@ -89,8 +106,7 @@ class LmLoglikRM(_CausalLmRM):
         )["input_ids"]
         return Rows(list(prompt)[-(self.max_length - longest) :], conts)
 
-    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
-        last, hidden = hidden_path(self.decoder, rows, self.batch_size)
+    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
         logprobs = continuation_logprobs(self.head, last, hidden, rows)
         return np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
 
@@ -117,10 +133,9 @@ class LmJudgeRM(_CausalLmRM):
         room = self.max_length - longest - len(suffix)
         return Rows(prefix[-room:], [c + suffix for c in cands])
 
-    def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
         import torch
 
-        _, hidden = hidden_path(self.decoder, rows, self.batch_size)
         last = torch.stack([h[-1] for h in hidden])
         weight = self.head.weight[[self.yes, self.no]].float()
         logits = last.float() @ weight.T  # the two logits that matter, in fp32

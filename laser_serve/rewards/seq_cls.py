@@ -7,6 +7,9 @@ conversation left to right, so the prompt is computed once for all candidates
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 
 from laser_serve.generation.base import truncate_middle
@@ -18,6 +21,7 @@ from laser_serve.rewards.causal import (
     Rows,
     decoder_of,
     shared_prefix_hidden,
+    shared_prefix_hidden_many,
     split_at_slot,
 )
 
@@ -74,16 +78,30 @@ class SeqClsRM:
         return Rows(truncate_middle(prefix, self.max_length - max(len(c) for c in cands)), cands)
 
     def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
+        return self._head(hidden_path(decoder_of(self.rm), rows, self.max_tokens)[1])
+
+    def _head(self, hidden: list[Any]) -> np.ndarray:
         import torch
 
-        _, hidden = hidden_path(decoder_of(self.rm), rows, self.batch_size)
         with torch.inference_mode():
             last = torch.stack([h[-1] for h in hidden])
             return self.rm.score(last)[:, 0].double().numpy(force=True)
 
+    @property
+    def max_tokens(self) -> int:
+        return self.batch_size * self.max_length
+
     def score(self, request: ScoreRequest) -> np.ndarray:
+        return self.score_batch([request])[0]
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
         if self.causal:
-            return self.score_rows(self.rows(request))
+            rows = [self.rows(r) for r in requests]
+            hidden = shared_prefix_hidden_many(decoder_of(self.rm), rows, self.max_tokens)
+            return [self._head(h) for _, h in hidden]
+        return [self._pairs(r) for r in requests]
+
+    def _pairs(self, request: ScoreRequest) -> np.ndarray:
         import torch
 
         rows = [self._encode(request.messages, c) for c in request.candidates]

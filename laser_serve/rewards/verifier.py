@@ -6,6 +6,7 @@ Only usable where gold answers exist (offline training); the server refuses it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -37,6 +38,9 @@ class VerifierRM:
 
     def memory_bytes(self) -> int:
         return 0
+
+    def score_batch(self, requests: Sequence[ScoreRequest]) -> list[np.ndarray]:
+        return [self.score(r) for r in requests]
 
     def score(self, request: ScoreRequest) -> np.ndarray:
         if request.reference is None:

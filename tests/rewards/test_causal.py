@@ -28,7 +28,7 @@ REQUEST = ScoreRequest(
 
 @pytest.mark.parametrize("cls", [LmLoglikRM, LmJudgeRM])
 def test_shared_prefix_equals_per_candidate(cls: type) -> None:
-    rm = cls("rm", SMOLLM2, "cpu", max_length=1024, batch_size=2)  # 3 batches for 5 rows
+    rm = cls("rm", SMOLLM2, "cpu", max_length=320, batch_size=1)  # 1-2 rows a forward
     rows = rm.rows(REQUEST)
     assert len(rows.prefix) > 100  # the shared part is most of each row
     shared = rm.score_rows(rows, shared_prefix_hidden)
@@ -100,3 +100,18 @@ def test_causal_seq_cls_shares_the_prefix(tmp_path) -> None:  # noqa: ANN001
         for c in rows.continuations
     ]
     np.testing.assert_allclose(shared, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [LmLoglikRM, LmJudgeRM])
+def test_batch_of_requests_equals_each_alone(cls: type) -> None:
+    """Requests of different prompt lengths share forwards (padded prefixes, masked) and
+    still get exactly their own scores, in their own order."""
+    rm = cls("rm", SMOLLM2, "cpu", max_length=512, batch_size=1)  # 512-token chunks
+    short = ScoreRequest([{"role": "user", "content": "2+2?"}], ["4", "five", "22"], "2+2?")
+    other = ScoreRequest([{"role": "user", "content": "Name a colour."}], ["Blue."], "colour")
+    requests = [REQUEST, short, other, short]
+    alone = [rm.score(r) for r in requests]
+    together = rm.score_batch(requests)
+    assert [len(s) for s in together] == [5, 3, 1, 3]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
