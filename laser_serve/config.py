@@ -41,6 +41,10 @@ class ServerConfig:
     # A Rerank whose model work (encode or score) has waited this long for the single model
     # worker is refused with RESOURCE_EXHAUSTED; 0: wait as long as it takes.
     max_queue_s: float = 30.0
+    # Concurrent requests' encoder and RM work runs in batches of up to max_batch requests;
+    # a free worker waits batch_wait_s after the first for others to join.
+    max_batch: int = 16
+    batch_wait_s: float = 0.002
     shutdown_grace_s: float = 30.0
     tasks: list[str] = field(default_factory=lambda: ["default"])
     # "nll": reward the chosen RM with the policy's quantile-normalized -NLL of the chosen
@@ -192,6 +196,8 @@ class Config:
         _check(1 <= g.default_n <= s.max_n, "generator.default_n must be in 1..server.max_n")
         _check(s.max_inflight >= 1, "server.max_inflight must be >= 1")
         _check(s.max_queue_s >= 0, "server.max_queue_s must be >= 0 (0: no limit)")
+        _check(s.max_batch >= 1, "server.max_batch must be >= 1")
+        _check(s.batch_wait_s >= 0, "server.batch_wait_s must be >= 0")
         _check(s.pending_ttl_s > 0, "server.pending_ttl_s must be > 0")
         _check(bool(s.tasks), "server.tasks must name at least one task")
         _check(bool(self.reward_models), "at least one [[reward_models]] entry is needed")

@@ -7,11 +7,15 @@ policy:   the paper's choice: the policy LM's last-token hidden state over the p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from laser_serve.models import causal_lm, text_encoder
+
+# What a context is encoded from: (prompt token ids, prompt text, question).
+ContextInput = tuple[list[int], str, str]
 
 
 class ContextEncoder(Protocol):
@@ -20,6 +24,10 @@ class ContextEncoder(Protocol):
 
     def encode(self, prompt_ids: list[int], prompt_text: str, question: str) -> np.ndarray:
         """Blocking; call on the torch thread."""
+        ...
+
+    def encode_batch(self, items: Sequence[ContextInput]) -> list[np.ndarray]:
+        """`encode` of several prompts in shared forwards (equal to each alone)."""
         ...
 
 
@@ -49,11 +57,24 @@ class SentenceContext:
         self.tail_tokens = tail_tokens
 
     def encode(self, prompt_ids: list[int], prompt_text: str, question: str) -> np.ndarray:
-        if question:
-            return embed_texts(self.model, self.tokenizer, [question], 256)[0]
-        return embed_texts(
-            self.model, self.tokenizer, [prompt_text], self.tail_tokens, from_end=True
-        )[0]
+        return self.encode_batch([(prompt_ids, prompt_text, question)])[0]
+
+    def encode_batch(self, items: Sequence[ContextInput]) -> list[np.ndarray]:
+        out: list[np.ndarray] = [np.empty(0)] * len(items)
+        asked = [i for i, (_, _, q) in enumerate(items) if q]
+        tails = [i for i, (_, _, q) in enumerate(items) if not q]
+        if asked:
+            texts = [items[i][2] for i in asked]
+            for i, v in zip(
+                asked, embed_texts(self.model, self.tokenizer, texts, 256), strict=True
+            ):
+                out[i] = v
+        if tails:  # no question: the prompt's last tokens
+            texts = [items[i][1] for i in tails]
+            emb = embed_texts(self.model, self.tokenizer, texts, self.tail_tokens, from_end=True)
+            for i, v in zip(tails, emb, strict=True):
+                out[i] = v
+        return out
 
 
 class PolicyContext:
@@ -66,9 +87,17 @@ class PolicyContext:
         self.dim = int(self.lm.config.hidden_size)
 
     def encode(self, prompt_ids: list[int], prompt_text: str, question: str) -> np.ndarray:
+        return self.encode_batch([(prompt_ids, prompt_text, question)])[0]
+
+    def encode_batch(self, items: Sequence[ContextInput]) -> list[np.ndarray]:
         import torch
 
-        ids = torch.tensor([prompt_ids], device=self.lm.device)
+        lengths = [len(ids) for ids, _, _ in items]
+        batch = torch.zeros((len(items), max(lengths)), dtype=torch.long)
+        for i, (ids, _, _) in enumerate(items):
+            batch[i, : len(ids)] = torch.tensor(ids)  # right padding: causal, pads unseen
         with torch.inference_mode():
-            out = self.lm(input_ids=ids, output_hidden_states=True)
-        return out.hidden_states[-1][0, -1].float().cpu().numpy().astype(np.float64)
+            hidden = self.lm.base_model(input_ids=batch.to(self.lm.device)).last_hidden_state
+        return [
+            hidden[i, n - 1].float().cpu().numpy().astype(np.float64) for i, n in enumerate(lengths)
+        ]

@@ -1,7 +1,8 @@
 """generate → encode → select → score → choose: the one composition of the pieces.
 
 The server, `laser-bench` and `laser-train` call this module; none of them re-implements it.
-Torch work (encoder, RMs, hf generation) runs on the single torch thread; vLLM runs in its
+Torch work (encoder, RMs, hf generation) runs on the single torch thread, the encoder's and
+each RM's work batched across concurrent requests (`laser_serve.batching`); vLLM runs in its
 own engine process and batches concurrent requests.
 """
 
@@ -9,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import numpy as np
 
+from laser_serve.batching import Batcher
 from laser_serve.config import Config
 from laser_serve.context import ContextEncoder, PolicyContext, SentenceContext
 from laser_serve.devices import default_device, torch_executor
-from laser_serve.errors import Overloaded
 from laser_serve.generation import (
     Candidate,
     Generator,
@@ -34,7 +33,6 @@ from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
 from laser_serve.selector import Policy, combine_scores
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -82,6 +80,18 @@ class Pipeline:
         self.encoder = encoder
         self.reward_models = reward_models
         self.arms = tuple(rm.name for rm in reward_models)
+        # Concurrent requests' model work runs in shared batches on the one torch thread.
+        s = config.server
+        batching = dict(
+            executor=torch_executor(),
+            max_batch=s.max_batch,
+            max_wait_s=s.batch_wait_s,
+            max_queue_s=s.max_queue_s,
+        )
+        self.encode_batcher: Batcher[tuple[list[int], str, str], np.ndarray] = Batcher(
+            "encoder", encoder.encode_batch, **batching
+        )
+        self.score_batchers = [Batcher(rm.name, rm.score_batch, **batching) for rm in reward_models]
 
     @classmethod
     async def load(cls, config: Config) -> Pipeline:
@@ -139,7 +149,7 @@ class Pipeline:
 
         trace.stage = "encode"
         t = time.perf_counter()
-        x = await self._on_worker(self.encoder.encode, prompt.token_ids, prompt.text, question)
+        x, _ = await self.encode_batcher.submit((prompt.token_ids, prompt.text, question))
         timings["encode"] = time.perf_counter() - t
 
         trace.stage = "select"
@@ -168,7 +178,15 @@ class Pipeline:
         )
         trace.stage = "score"
         t = time.perf_counter()
-        rm_scores, rm_seconds = await self._on_worker(self._score, score_request, list(scoring))
+        cost = len(prompt.token_ids) + sum(c.token_count for c in candidates)
+        scored = await asyncio.gather(
+            *(self.score_batchers[a].submit(score_request, cost) for a in scoring)
+        )
+        names = [self.arms[a] for a in scoring]
+        rm_scores = {
+            n: np.asarray(v, dtype=np.float64) for n, (v, _) in zip(names, scored, strict=True)
+        }
+        rm_seconds = {n: sec for n, (_, sec) in zip(names, scored, strict=True)}
         timings["score"] = time.perf_counter() - t
 
         chosen_index, chosen_scores = choose_candidate(rm_scores, [self.arms[a] for a in arms])
@@ -183,38 +201,6 @@ class Pipeline:
             truncated=prompt.truncated,
             timings=timings,
         )
-
-    async def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn` on the torch worker. A job still queued after server.max_queue_s is
-        withdrawn and the request refused (Overloaded: RESOURCE_EXHAUSTED), so a backlog
-        turns into fast retries instead of ever longer waits; a started job always finishes.
-        Cancelling the caller withdraws a queued job too."""
-        started = threading.Event()
-
-        def job() -> T:
-            started.set()
-            return fn(*args)
-
-        future = asyncio.get_running_loop().run_in_executor(torch_executor(), job)
-        limit = self.config.server.max_queue_s
-        try:
-            if limit > 0:
-                done, _ = await asyncio.wait({future}, timeout=limit)
-                if not done and not started.is_set():
-                    future.cancel()
-                    raise Overloaded(
-                        f"queued {limit:g}s for the model worker without starting "
-                        "(server.max_queue_s); retry with backoff"
-                    )
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-
-    def _score(
-        self, request: ScoreRequest, arms: list[int]
-    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-        return score_candidates([self.reward_models[a] for a in arms], request)
 
 
 def load_encoder(config: Config) -> ContextEncoder:
