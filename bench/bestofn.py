@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="embedded stack whose policy and RMs build the pools (default: the server's)",
     )
+    build.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override the stack's configuration, as laser-serve --set",
+    )
     build.add_argument("--n", type=int, default=8, help="candidates per row (default 8)")
     build.add_argument("--temperature", type=float, default=0.6, help="sampling temperature")
     build.add_argument("--gen-seed", type=int, default=0, help="sampling seed (per-row seeds)")
@@ -143,7 +150,7 @@ def _settings(args: argparse.Namespace) -> replay.Settings:
     from laser_serve.errors import ConfigError
 
     try:
-        config = config_module.load(profile=args.profile)
+        config = config_module.load(None, args.set, args.profile)
     except ConfigError as exc:
         raise BenchError(str(exc)) from None
     return replay.Settings(

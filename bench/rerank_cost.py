@@ -53,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-prompt-tokens", type=int, default=1000, help="prompt length")
     p.add_argument("--backends", default="vllm,hf", help="generation backends to measure")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--skip-policies", action="store_true", help="skip the per-policy table")
+    p.add_argument("--skip-scoring", action="store_true", help="skip the scoring-cost table")
+    p.add_argument(
+        "--scoring-profile",
+        default="smollm2-135m",
+        help="stack whose lm-loglik and lm-judge RMs the scoring table measures",
+    )
+    p.add_argument("--scoring-ns", default="1,4,8,16", help="candidates per request")
+    p.add_argument("--scoring-lengths", default="256,1000,2000", help="prompt tokens")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per scoring cell (median)")
+    p.add_argument("--vllm-scoring", action="store_true", help="also score lm-loglik through vLLM")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -171,11 +182,13 @@ def run(args: argparse.Namespace) -> int:
     from laser_serve.server.testing import running_server
 
     result: dict[str, Any] = {}
-    if args.server:
+    if args.server and not args.skip_policies:
         result["policies"] = measure_policies(args.server, args.requests, args.candidates)
-    else:
+    elif not args.skip_policies:
         with running_server(["--generator", "hf"]) as target:
             result["policies"] = measure_policies(target, args.requests, args.candidates)
+    if not args.skip_scoring:
+        result.update(measure_scoring(args))
     if not args.skip_generation:
         result["generation"] = [
             asyncio.run(
@@ -192,7 +205,58 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
+    from laser_bench import scoring_cost
+
+    from laser_serve import config as config_module
+    from laser_serve.rewards import make_reward_model
+
+    config = config_module.load(profile=args.scoring_profile)
+    rms = [
+        make_reward_model(rm) for rm in config.reward_models if rm.kind in ("lm-loglik", "lm-judge")
+    ]
+    ns = [int(v) for v in args.scoring_ns.split(",")]
+    lengths = [int(v) for v in args.scoring_lengths.split(",")]
+    out: dict[str, Any] = {"scoring": scoring_cost.measure(rms, ns, lengths, args.repeats)}
+    if args.vllm_scoring:
+        loglik = next(rm for rm in rms if rm.kind == "lm-loglik")
+        out["vllm_scoring"] = scoring_cost.measure_vllm_loglik(loglik, 8, 1000, args.repeats)
+    return out
+
+
 def format_tables(result: dict[str, Any]) -> str:
+    lines = format_policies(result) if "policies" in result else []
+    if "scoring" in result:
+        lines += [
+            "",
+            "Scoring cost (seconds to score n 32-token candidates; medians)",
+            "",
+            "| RM | n | prompt tokens | shared prefix s | lower bound s | old path s | "
+            "shared / bound | old / shared |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["scoring"]:
+            lines.append(
+                f"| {r['rm']} | {r['n']} | {r['prompt_tokens']} | {r['seconds']:.3f} | "
+                f"{r['bound_seconds']:.3f} | {r['old_seconds']:.3f} | "
+                f"{r['seconds'] / r['bound_seconds']:.2f} | {r['old_seconds'] / r['seconds']:.2f} |"
+            )
+    if "vllm_scoring" in result:
+        v = result["vllm_scoring"]
+        lines += [
+            "",
+            f"lm-loglik through vLLM prompt_logprobs ({v['rm']}, n={v['n']}, 1,000 tokens): "
+            f"default {v['vllm_default_seconds']:.3f} s (max |score - RM| "
+            f"{v['vllm_default_check']:.2g}), cache read forced "
+            f"{v['vllm_cache_read_seconds']:.3f} s (max |score - RM| "
+            f"{v['vllm_cache_read_check']:.2g})",
+        ]
+    if "generation" in result:
+        lines += format_generation(result)
+    return "\n".join(lines)
+
+
+def format_policies(result: dict[str, Any]) -> list[str]:
     pol = result["policies"]
     k = len(pol["reward_models"])
     lines = [
@@ -218,17 +282,20 @@ def format_tables(result: dict[str, Any]) -> str:
         f"selector + bookkeeping share of a linucb request: "
         f"{100 * pol['linucb_overhead_share']:.2f}% (target <= 2%)",
     ]
-    if "generation" in result:
-        lines += [
-            "",
-            "Generation throughput (same prompts)",
-            "",
-            "| backend | prompt tokens | prompts x n | new tokens | seconds | tokens/s |",
-            "|---|---|---|---|---|---|",
-        ]
-        for g in result["generation"]:
-            lines.append(
-                f"| {g['backend']} | {g['prompt_tokens']} | {g['prompts']} x {g['n']} | "
-                f"{g['new_tokens']} | {g['seconds']:.1f} | {g['tokens_per_s']:.1f} |"
-            )
-    return "\n".join(lines)
+    return lines
+
+
+def format_generation(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "Generation throughput (same prompts)",
+        "",
+        "| backend | prompt tokens | prompts x n | new tokens | seconds | tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in result["generation"]:
+        lines.append(
+            f"| {g['backend']} | {g['prompt_tokens']} | {g['prompts']} x {g['n']} | "
+            f"{g['new_tokens']} | {g['seconds']:.1f} | {g['tokens_per_s']:.1f} |"
+        )
+    return lines

@@ -1,14 +1,11 @@
-"""LongBench data loading and keying, prompts, the pool cache and the requests the bench sends."""
+"""LongBench data loading and keying, prompts, and the rows the bench builds pools for."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from laser_bench import longbench as lb
 from laser_bench import longbench_eval as lbe
 from laser_bench.cli import main as bench_main
 
@@ -81,15 +78,17 @@ def test_cli_without_data_says_where_to_put_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("LASER_LONGBENCH_DIR", str(tmp_path / "empty"))
-    assert bench_main(["longbench", "--server", "127.0.0.1:1"]) == 2
+    assert bench_main(["longbench"]) == 2
     err = capsys.readouterr().err
     assert "no LongBench data in" in err and str(tmp_path / "empty") in err
     assert "Traceback" not in err
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_main(["longbench", "--n", "0", "--server", "127.0.0.1:1"]) == 2
-    assert "--n must be at least 1" in capsys.readouterr().err
+    assert bench_main(["longbench", "--n", "0"]) == 2
+    assert "--n, --seeds and --concurrency must be at least 1" in capsys.readouterr().err
+    assert bench_main(["longbench", "--limit", "0"]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared LongBench rows not on this machine")
@@ -122,98 +121,16 @@ def test_prompts_and_chat_template_choice() -> None:
     assert all(lbe.uses_chat_template(t) for t in ("qasper", "hotpotqa", "multi_news"))
 
 
-def test_pool_cache_round_trip(tmp_path: Path) -> None:
-    cache = lb.PoolCache(tmp_path, {"policy_model": "org/Model 1", "n": 2, "reward_models": ["a"]})
-    key = cache.entry_key("qasper", "0123abcd", 64)
-    assert cache.load(key) is None
-    record = {"candidates": [{"text": "x", "mean_logprob": math.nan, "rm_scores": {"a": 1.0}}]}
-    cache.store(key, record)
-    path = cache.path(key)
-    assert path.parent.parent.name == "org_Model_1" and path.name.startswith("0123abcd-")
-    loaded = cache.load(key)
-    assert loaded["candidates"][0]["mean_logprob"] is None  # strict JSON
-    assert not list(path.parent.glob("*.tmp"))
-    # Other generation settings are other entries.
-    assert cache.load(cache.entry_key("qasper", "0123abcd", 32)) is None
-    other = lb.PoolCache(tmp_path, {"policy_model": "org/Model 1", "n": 4, "reward_models": ["a"]})
-    assert other.load(other.entry_key("qasper", "0123abcd", 64)) is None
-
-
-class FakeStub:
-    """Answers Rerank like a server with RMs a and b would; records the requests."""
-
-    def __init__(self) -> None:
-        self.requests: list = []
-
-    def Rerank(self, req, timeout=None):  # noqa: N802 -- gRPC method name
-        from laser_serve.api import pb
-
-        self.requests.append(req)
-        n = req.sampling.n
-        resp = pb.RerankResponse(chosen_text="greedy answer", truncated=True, context=[0.5, 1.0])
-        for j in range(n):
-            resp.candidates.add(
-                text=f"cand {j}", mean_logprob=-0.5 * j, rm_scores={"a": float(j), "b": -j}
-            )
-        resp.timings.generate_seconds = 1.5 if n > 1 else 0.5
-        resp.timings.rm_seconds["a"] = 0.1
-        resp.timings.rm_seconds["b"] = 0.2
-        return resp
-
-
-@pytest.mark.parametrize(("task", "chat"), [("qasper", True), ("triviaqa", False)])
-def test_requests_the_bench_sends(task: str, chat: bool) -> None:
-    from laser_serve.api import pb
-
-    stub = FakeStub()
-    ex = lbe.Example(task, "key", input="Who?", context="ctx", answers=("cand 1",))
-    record = lb.fetch_pool_record(
-        stub, pb, ex, "PROMPT", n=3, temperature=0.8, max_tokens=16, gen_seed=7,
-        rm_names=["a", "b"], task_tag=task, timeout=10,
-    )  # fmt: skip
-    pooled, greedy = stub.requests
-    assert pooled.score_with_all and pooled.return_all_scores and pooled.return_context
-    assert pooled.context_text == "Who?" and pooled.task == task
-    assert (pooled.sampling.n, pooled.sampling.max_tokens, pooled.sampling.seed) == (3, 16, 7)
-    assert pooled.sampling.temperature == pytest.approx(0.8)
-    assert (greedy.sampling.n, greedy.sampling.temperature, greedy.policy) == (1, 0.0, "fixed:a")
-    for req in (pooled, greedy):
-        if chat:
-            assert req.prompt == "" and [(m.role, m.content) for m in req.messages] == [
-                ("user", "PROMPT")
-            ]
-        else:
-            assert req.prompt == "PROMPT" and not req.messages
-    pool = lb.record_to_pool(ex, record, ["a", "b"])
-    assert pool.rm_scores == {"a": [0.0, 1.0, 2.0], "b": [0.0, -1.0, -2.0]}
-    assert pool.greedy == "greedy answer" and pool.truncated
-    assert pool.context == pytest.approx([0.5, 1.0])
-    assert pool.rm_seconds == pytest.approx({"a": 0.1, "b": 0.2})
-    assert pool.qualities()[1] == 1.0
-
-
-def test_missing_rm_scores_are_an_error() -> None:
-    from laser_serve.api import pb
-
-    stub = FakeStub()
-    ex = lbe.Example("qasper", "key", input="q", context="c", answers=("a",))
-    with pytest.raises(lb.BenchError, match="score_with_all"):
-        lb.fetch_pool_record(
-            stub, pb, ex, "P", n=2, temperature=0.8, max_tokens=8, gen_seed=0,
-            rm_names=["a", "b", "c"], task_tag="", timeout=10,
-        )  # fmt: skip
-
-
-def test_evaluate_rejects_unknown_methods() -> None:
-    args = SimpleNamespace(methods=["rm:zzz"], seed=0, seeds=1, alpha=0.1, train_fraction=0.5)
-    with pytest.raises(lb.BenchError, match="unknown method"):
-        lb.evaluate(args, {}, ["a"])
-
-
-def test_max_input_tokens_cuts_the_middle_with_the_policy_tokenizer() -> None:
-    from laser_bench.longbench import _prompt_cutter
-
-    cut = _prompt_cutter("builtin:smollm2-135m-instruct", 20)
-    text = cut("BEGIN " + "middle " * 200 + "END")
-    assert text.startswith("BEGIN") and text.endswith("END") and len(text.split()) < 30
-    assert _prompt_cutter("builtin:smollm2-135m-instruct", None)("abc") == "abc"
+def test_replay_rows_use_the_official_prompt_and_length() -> None:
+    config = lbe.load_task_config()
+    examples = {
+        "qasper": [lbe.Example("qasper", "k1", input="Who?", context="ctx", answers=("x",))],
+        "triviaqa": [lbe.Example("triviaqa", "k2", input="Q", context="C", answers=("y",))],
+    }
+    qasper, trivia = lbe.replay_rows(examples, config, max_new_tokens=16)
+    assert qasper.prompt == lbe.build_prompt(examples["qasper"][0], config)
+    assert qasper.chat and qasper.messages == [{"role": "user", "content": qasper.prompt}]
+    assert not trivia.chat and trivia.messages is None  # few-shot tasks go without the template
+    assert qasper.question == "Who?" and qasper.answers == ("x",)
+    assert qasper.max_new_tokens == 16 and trivia.max_new_tokens == 16  # capped
+    assert lbe.replay_rows(examples, config, None)[0].max_new_tokens == config.maxlen["qasper"]
