@@ -1,0 +1,134 @@
+"""The pools shipped under bench/pools are what their header says: a slice re-scored with the
+same RMs gives the same scores, and, on a CPU with the recorded flags, a slice regenerated
+with the same per-row seeds gives the same candidates (their first tokens)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from laser_bench import gsm8k, replay
+from laser_bench import longbench_eval as lbe
+from laser_bench.bestofn import SHIPPED
+
+SHARED = gsm8k.shared_data_dir()
+FILES = sorted(SHIPPED.glob("*.jsonl.gz"))
+SLICE = 3
+REGEN_TOKENS = 16
+
+pytestmark = [
+    pytest.mark.skipif(not FILES, reason="no pools shipped under bench/pools"),
+    pytest.mark.skipif(not SHARED.is_dir(), reason=f"the rows' data is not in {SHARED}"),
+]
+
+
+def _prompts(task: str) -> dict[str, str]:
+    """Row key -> prompt text, rebuilt from the data the pools were built from."""
+    if task == "gsm8k":
+        rows = [r for split in ("test", "train") for r in gsm8k.load_rows(SHARED / "gsm8k", split)]
+    else:
+        examples = lbe.load_examples(SHARED / "longbench", [task])
+        rows = lbe.replay_rows(examples, lbe.load_task_config(), None)
+    return {r.key: r.prompt for r in rows}
+
+
+def shipped_slice(path: Path) -> tuple[replay.Settings, list[tuple[replay.Row, dict]]]:
+    from laser_serve.config import RewardModelConfig
+
+    header, records = replay.read_pools(path)
+    rms = tuple(
+        RewardModelConfig(rm["name"], rm["kind"], rm["model"], max_length=rm["max_length"])
+        for rm in header["reward_models"]
+    )
+    settings = replay.Settings(
+        policy=header["policy"],
+        n=header["n"],
+        temperature=header["temperature"],
+        top_p=header["top_p"],
+        gen_seed=header["gen_seed"],
+        max_model_len=header["max_model_len"],
+        encoder=header["encoder"],
+        reward_models=rms,
+    )
+    # Rows the policy saw uncut, so that a shorter generation sees the same prompt.
+    chosen = [(r, rec) for r, rec in records if not rec["generate"]["value"]["truncated"]][:SLICE]
+    prompts: dict[str, dict[str, str]] = {}
+    out = []
+    for row, record in chosen:
+        text = prompts.setdefault(row.task, _prompts(row.task)).get(row.key)
+        assert text is not None, f"{path}: row {row.task}/{row.key} is not in {SHARED}"
+        out.append((dataclasses.replace(row, prompt=text), record))
+    return settings, out
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_rescored_slice_matches(path: Path, tmp_path: Path) -> None:
+    from laser_serve.pipeline import score_candidates
+    from laser_serve.rewards import ScoreRequest, make_reward_model
+
+    settings, rows = shipped_slice(path)
+    builder = replay.Builder(settings, replay.Cache(tmp_path))
+    rms = [make_reward_model(rm) for rm in settings.reward_models]
+    for row, record in rows:
+        stages = dict(builder.stages(row))
+        # The rebuilt prompt is the one the pool was built from (its ids are in the key).
+        assert stages["generate"] == record["generate"]["key"]
+        prompt = builder.prompt(row)
+        request = ScoreRequest(
+            prompt.messages or [{"role": "user", "content": prompt.text}],
+            [c["text"] for c in record["generate"]["value"]["candidates"]],
+            row.question,
+        )
+        scores, _ = score_candidates(rms, request)
+        for rm in rms:
+            assert stages[f"score-{rm.name}"] == record["scores"][rm.name]["key"]
+            np.testing.assert_allclose(
+                scores[rm.name],
+                record["scores"][rm.name]["value"]["scores"],
+                rtol=1e-3,
+                atol=1e-3,
+                err_msg=f"{row.task}/{row.key} {rm.name}",
+            )
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_regenerated_slice_matches(path: Path) -> None:
+    header, _ = replay.read_pools(path)
+    if header["cpu_flags"] != replay.cpu_flags():
+        pytest.skip(f"built on a CPU with other flags ({header['cpu_flags']}): fp32 kernels differ")
+    settings, rows = shipped_slice(path)
+    short = [(dataclasses.replace(r, max_new_tokens=REGEN_TOKENS), rec) for r, rec in rows]
+    regenerated = asyncio.run(_regenerate(settings, [r for r, _ in short]))
+    for (row, record), (cands, greedy) in zip(short, regenerated, strict=True):
+        shipped = record["generate"]["value"]
+        pairs = [(greedy, shipped["greedy"]["text"])]
+        pairs += list(zip(cands, [c["text"] for c in shipped["candidates"]], strict=True))
+        for new, old in pairs:
+            # The first tokens of the same seeded sample (the last character of a short
+            # decode may still be an incomplete multi-byte sequence).
+            assert old.startswith(new[:-1]), (row.task, row.key, new, old[: len(new) + 20])
+
+
+async def _regenerate(settings: replay.Settings, rows: list[replay.Row]) -> list:
+    from laser_serve.generation import Sampling
+
+    builder = replay.Builder(settings, replay.Cache(Path("/nonexistent")))
+    generator = await builder._start_generator()
+    try:
+        out = []
+        for row in rows:
+            seed = settings.row_seed(row)
+            prompt = builder.prompt(row)
+            s = settings
+            sampled = Sampling(s.n, s.temperature, s.top_p, row.max_new_tokens, seed)
+            cands = await generator.generate(prompt, sampled, f"{row.key}-s")
+            greedy = await generator.generate(
+                prompt, Sampling(1, 0.0, 1.0, row.max_new_tokens, seed), f"{row.key}-g"
+            )
+            out.append(([c.text for c in cands], greedy[0].text))
+        return out
+    finally:
+        await generator.close()
