@@ -1,13 +1,15 @@
 """`laser-bench load`: throughput, latency percentiles and status codes under concurrency.
 
-It starts a laser-serve (``--generator hf`` and the embedded reward models unless told
+It starts a laser-serve (``--generator hf`` and the SmolLM2-135M stack unless told
 otherwise) or targets one with ``--server HOST:PORT``, and drives it from a separate, spawned
 process (asyncio + grpc.aio, one channel, C concurrent callers) so that the client's Python
-never runs on the server's event loop. Two workloads per concurrency level:
+never runs on the server's event loop. Three workloads per concurrency level:
 
-- ``candidates``: Rerank with caller-provided candidates, so nothing is generated and the
-  numbers isolate the server (encode, select, score, bookkeeping); each level runs for
-  ``--seconds``.
+- ``short``: Rerank with caller-provided candidates and a short prompt (a question, well
+  under 128 tokens), so nothing is generated and the numbers isolate the server (encode,
+  select, score, bookkeeping; concurrent requests' model work is batched); ``--seconds``.
+- ``long``: the same with a ``--long-tokens`` prompt (a LongBench document), where scoring
+  the prompt is the work.
 - ``generate``: Rerank that generates n candidates (n=2, a few tokens); a bounded number of
   requests per level.
 
@@ -74,7 +76,7 @@ MIB = 1024 * 1024
 class Workload:
     """What one driver process does; picklable so it can cross into the spawned process."""
 
-    name: str  # "candidates" or "generate"
+    name: str  # "short", "long" or "generate"
     target: str
     concurrency: int
     seconds: float  # stop issuing new requests after this long
@@ -82,7 +84,8 @@ class Workload:
     timeout: float  # per-request deadline
     n: int = 2  # generate: candidates per prompt
     max_tokens: int = 8  # generate: new tokens per candidate
-    candidates: int = 4  # candidates: how many caller candidates
+    candidates: int = 4  # short, long: how many caller candidates
+    long_tokens: int = 1000  # long: prompt length
     feedback: bool = False  # send Feedback after every successful Rerank
     backoff: float = 0.05  # pause after an error (RESOURCE_EXHAUSTED says: back off)
     token: str = ""  # bearer token, if the server wants one
@@ -109,6 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="TOML config for the server this bench starts")
     p.add_argument(
+        "--profile",
+        default="smollm2-135m",
+        help="stack of the server this bench starts (default smollm2-135m)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -120,14 +128,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_LEVELS,
         help=f"comma-separated concurrency levels (default {DEFAULT_LEVELS})",
     )
-    p.add_argument(
-        "--seconds", type=float, default=10.0, help="candidates workload: seconds per level"
-    )
+    p.add_argument("--seconds", type=float, default=10.0, help="short, long: seconds per level")
     p.add_argument(
         "--max-requests",
         type=int,
         default=100_000,
-        help="candidates workload: request budget per level (a second bound next to --seconds)",
+        help="short, long: request budget per level (a second bound next to --seconds)",
     )
     p.add_argument("--candidates", type=int, default=4, help="caller candidates per request")
     p.add_argument(
@@ -144,7 +150,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gen-n", type=int, default=2, help="generate workload: candidates")
     p.add_argument("--gen-tokens", type=int, default=8, help="generate workload: new tokens")
-    p.add_argument("--skip-candidates", action="store_true", help="skip the candidates levels")
+    p.add_argument(
+        "--long-tokens", type=int, default=1000, help="long workload: prompt tokens (default 1000)"
+    )
+    p.add_argument("--skip-short", action="store_true", help="skip the short-prompt levels")
+    p.add_argument("--skip-long", action="store_true", help="skip the long-prompt levels")
     p.add_argument("--skip-generation", action="store_true", help="skip the generate levels")
     p.add_argument(
         "--soak",
@@ -158,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--soak-concurrency",
         type=int,
-        help="soak concurrency (default: highest candidates level without errors)",
+        help="soak callers (default: the most short-prompt callers without errors)",
     )
     p.add_argument("--rss-interval", type=float, default=10.0, help="soak: RSS sample period")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request deadline (s)")
@@ -181,9 +191,17 @@ def _request(w: Workload, i: int) -> Any:
             q, n=w.n, max_tokens=w.max_tokens, seed=w.seed + i, expect_feedback=w.feedback
         )
     cands = [f"{c} ({i % 97})" for c in CANDIDATES] * (w.candidates // len(CANDIDATES) + 1)
+    prompt = f"{_document(w.long_tokens)}\n\nQuestion: {q}" if w.name == "long" else q
     return rerank_request(
-        q, candidates=cands[: w.candidates], context_text=q, expect_feedback=w.feedback
+        prompt, candidates=cands[: w.candidates], context_text=q, expect_feedback=w.feedback
     )
+
+
+def _document(tokens: int) -> str:
+    """About `tokens` tokens of real text (a LongBench document when ../shared has one)."""
+    from laser_bench.rerank_cost import long_prompt
+
+    return long_prompt(tokens)
 
 
 async def _drive(w: Workload) -> dict[str, Any]:
@@ -292,14 +310,10 @@ def drive(
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
-    s = sorted(values)
-    if not s:
-        return float("nan")
-    k = (len(s) - 1) * q / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+    """Linear-interpolated percentile (q in 0..100); nan for no values."""
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def summarize(w: Workload, raw: dict[str, Any]) -> dict[str, Any]:
@@ -307,12 +321,12 @@ def summarize(w: Workload, raw: dict[str, Any]) -> dict[str, Any]:
     codes = raw["codes"]
     ok = codes.get("OK", 0)
     row: dict[str, Any] = {
-        "workload": w.name,
-        "concurrency": w.concurrency,
+        "prompt": w.name,
+        "callers": w.concurrency,
         "requests": sum(codes.values()),
         "ok": ok,
         "elapsed_s": raw["elapsed_s"],
-        "req_per_s": ok / raw["elapsed_s"] if raw["elapsed_s"] > 0 else 0.0,
+        "rerank_per_s": ok / raw["elapsed_s"] if raw["elapsed_s"] > 0 else 0.0,
         "p50_ms": 1000 * percentile(lat, 50) if lat else None,
         "p95_ms": 1000 * percentile(lat, 95) if lat else None,
         "p99_ms": 1000 * percentile(lat, 99) if lat else None,
@@ -442,6 +456,7 @@ def _check_args(args: argparse.Namespace) -> list[int]:
     for flag, value in (
         ("--max-requests", args.max_requests),
         ("--candidates", args.candidates),
+        ("--long-tokens", args.long_tokens),
         ("--gen-requests", args.gen_requests),
         ("--gen-n", args.gen_n),
         ("--gen-tokens", args.gen_tokens),
@@ -469,7 +484,7 @@ def run(args: argparse.Namespace) -> int:
 
     from laser_serve.server.testing import ServerProcess
 
-    server_args = ["--generator", args.generator]
+    server_args = ["--generator", args.generator, "--profile", args.profile]
     if args.config:
         server_args += ["--config", args.config]
     for item in args.set:
@@ -512,11 +527,62 @@ def _bench(
     pid: int | None,
     server_args: list[str] | None = None,
 ) -> int:
+    token = os.environ[args.token_env] if args.token_env else ""
+    server = _describe(target, token)
+    if server is None:
+        return 1
+    server.update(started_by_bench=server_args is not None, server_args=server_args, pid=pid)
+    result: dict[str, Any] = {
+        "command": command_line(args),
+        "machine": machine(),
+        "server": server,
+        "rows": [],
+    }
+
+    def workload(name: str, concurrency: int, **kw: Any) -> Workload:
+        return Workload(
+            name=name,
+            target=target,
+            concurrency=concurrency,
+            timeout=args.timeout,
+            token=token,
+            candidates=args.candidates,
+            long_tokens=args.long_tokens,
+            n=args.gen_n,
+            max_tokens=args.gen_tokens,
+            **kw,
+        )
+
+    plans = _plans(args, levels, workload)
+    # Warm-up: the first requests pay lazy initialisation (tokenizers, kernels, allocator).
+    for name in dict.fromkeys(w.name for w in plans):
+        drive(workload(name, 1, seconds=args.timeout, max_requests=2))
+    for w in plans:
+        _note(f"load: {w.name} x{w.concurrency} ...")
+        row = summarize(w, drive(w))
+        if pid is not None:
+            rss = rss_bytes(pid)
+            row["server_rss_mib"] = round(rss / MIB, 1) if rss else None
+        result["rows"].append(row)
+        _note("  " + _row_line(row))
+    if args.soak is not None:
+        result["soak"] = _soak(args, workload, _soak_callers(args, result["rows"], levels), pid)
+    result["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
+    emit(json.dumps(result, indent=2) if args.json else format_tables(result))
+    return 0
+
+
+def _note(msg: str) -> None:
+    """Progress on stderr; stdout stays the table or the JSON."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _describe(target: str, token: str) -> dict[str, Any] | None:
+    """What serves at `target` (None, with a message, if it cannot be reached)."""
     import grpc
 
     from laser_serve.api import pb, rpc
 
-    token = os.environ[args.token_env] if args.token_env else ""
     metadata = (("authorization", f"Bearer {token}"),) if token else None
     with grpc.insecure_channel(target) as channel:
         stub = rpc.LaserStub(channel)
@@ -531,50 +597,25 @@ def _bench(
                 f"{err.code().name} {err.details()}",
                 file=sys.stderr,
             )
-            return 1
-    result: dict[str, Any] = {
-        "command": command_line(args),
-        "machine": machine(),
-        "server": {
-            "target": target,
-            "started_by_bench": server_args is not None,
-            "server_args": server_args,
-            "pid": pid,
-            "generator": info.generator,
-            "policy_model": info.policy_model,
-            "policy": info.policy,
-            "reward_models": [f"{r.name} ({r.kind})" for r in rms],
-        },
-        "levels": [],
+            return None
+    return {
+        "target": target,
+        "generator": info.generator,
+        "policy_model": info.policy_model,
+        "policy": info.policy,
+        "reward_models": [f"{r.name} ({r.kind})" for r in rms],
     }
 
-    def workload(name: str, concurrency: int, **kw: Any) -> Workload:
-        return Workload(
-            name=name,
-            target=target,
-            concurrency=concurrency,
-            timeout=args.timeout,
-            token=token,
-            candidates=args.candidates,
-            n=args.gen_n,
-            max_tokens=args.gen_tokens,
-            **kw,
-        )
 
-    def note(msg: str) -> None:  # progress on stderr; stdout stays the table or the JSON
-        print(msg, file=sys.stderr, flush=True)
-
-    # Warm-up: the first requests pay lazy initialisation (tokenizers, kernels, allocator).
-    drive(workload("candidates", 1, seconds=args.timeout, max_requests=4))
-    if not args.skip_generation:
-        drive(workload("generate", 1, seconds=args.timeout, max_requests=1))
-
-    plans: list[Workload] = []
-    if not args.skip_candidates:
-        plans += [
-            workload("candidates", c, seconds=args.seconds, max_requests=args.max_requests)
-            for c in levels
-        ]
+def _plans(
+    args: argparse.Namespace, levels: list[int], workload: Callable[..., Workload]
+) -> list[Workload]:
+    plans = [
+        workload(name, c, seconds=args.seconds, max_requests=args.max_requests)
+        for name, skip in (("short", args.skip_short), ("long", args.skip_long))
+        if not skip
+        for c in levels
+    ]
     if not args.skip_generation:
         plans += [
             workload(
@@ -582,33 +623,13 @@ def _bench(
             )
             for c in levels
         ]
-    for w in plans:
-        note(f"load: {w.name} x{w.concurrency} ...")
-        row = summarize(w, drive(w))
-        if pid is not None:
-            rss = rss_bytes(pid)
-            row["server_rss_mib"] = round(rss / MIB, 1) if rss else None
-        result["levels"].append(row)
-        note("  " + _row_line(row))
+    return plans
 
-    if args.soak is not None:
-        # The highest candidates level without any error; if every level had errors, the
-        # lowest level (the most sustainable one measured).
-        clean = [
-            r["concurrency"]
-            for r in result["levels"]
-            if r["workload"] == "candidates" and not r["errors"]
-        ]
-        concurrency = args.soak_concurrency or (max(clean) if clean else min(levels))
-        note(f"load: soak x{concurrency} for {args.soak:.0f} s ...")
-        result["soak"] = _soak(args, workload, concurrency, pid)
-    result["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
 
-    if args.json:
-        emit(json.dumps(result, indent=2))
-    else:
-        emit(format_tables(result))
-    return 0
+def _soak_callers(args: argparse.Namespace, rows: list[dict[str, Any]], levels: list[int]) -> int:
+    """--soak-concurrency, else the highest short level without any error, else the lowest."""
+    clean = [r["callers"] for r in rows if r["prompt"] == "short" and not r["errors"]]
+    return args.soak_concurrency or (max(clean) if clean else min(levels))
 
 
 def _soak(
@@ -617,8 +638,9 @@ def _soak(
     concurrency: int,
     pid: int | None,
 ) -> dict[str, Any]:
+    _note(f"load: soak x{concurrency} for {args.soak:.0f} s ...")
     w = workload(
-        "candidates",
+        "short",
         concurrency,
         seconds=args.soak,
         max_requests=max(args.max_requests, int(args.soak * 1000)),
@@ -665,7 +687,7 @@ def _errors(errors: dict[str, int]) -> str:
 
 def _row_line(row: dict[str, Any]) -> str:
     return (
-        f"{row['requests']} requests, {row['req_per_s']:.2f} ok/s, p50 {_ms(row['p50_ms'])} ms, "
+        f"{row['requests']} requests, {row['rerank_per_s']:.2f} ok/s, p50 {_ms(row['p50_ms'])} ms, "
         f"p99 {_ms(row['p99_ms'])} ms, errors: {_errors(row['errors'])}"
     )
 
@@ -686,16 +708,16 @@ def format_tables(result: dict[str, Any]) -> str:
         f"reward models: {', '.join(s['reward_models'])}.",
         "",
     ]
-    if result["levels"]:
+    if result["rows"]:
         lines += [
-            "| workload | concurrency | requests | ok/s | p50 ms | p95 ms | p99 ms | max ms "
+            "| prompt | callers | requests | Rerank/s | p50 ms | p95 ms | p99 ms | max ms "
             "| errors by code | RM chosen | server RSS MiB |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
         ]
-        for r in result["levels"]:
+        for r in result["rows"]:
             lines.append(
-                f"| {r['workload']} | {r['concurrency']} | {r['requests']} | "
-                f"{r['req_per_s']:.2f} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
+                f"| {r['prompt']} | {r['callers']} | {r['requests']} | "
+                f"{r['rerank_per_s']:.2f} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
                 f"{_ms(r['p99_ms'])} | {_ms(r['max_ms'])} | {_errors(r['errors'])} | "
                 f"{_errors(r.get('reward_models', {})) if r.get('reward_models') else '-'} | "
                 f"{r.get('server_rss_mib') or '-'} |"
@@ -704,11 +726,11 @@ def format_tables(result: dict[str, Any]) -> str:
     soak = result.get("soak")
     if soak:
         lines += [
-            f"Soak: Rerank (caller candidates) + Feedback at concurrency {soak['concurrency']} "
+            f"Soak: Rerank (caller candidates) + Feedback with {soak['callers']} callers "
             f"for {soak['seconds']:.0f} s, RSS of the server and its children every "
             f"{soak['rss_interval_s']:.0f} s",
             "",
-            "| concurrency | seconds | requests | ok/s | p50 ms | p99 ms | errors | feedback ok "
+            "| callers | seconds | requests | ok/s | p50 ms | p99 ms | errors | feedback ok "
             "| RSS start MiB | RSS end MiB | RSS max MiB | growth end/max | within 10% |",
             "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
         ]
@@ -724,8 +746,8 @@ def format_tables(result: dict[str, Any]) -> str:
         for k, v in soak.get("feedback_errors", {}).items():
             errors[f"Feedback {k}"] = v
         lines.append(
-            f"| {soak['concurrency']} | {soak['seconds']:.0f} | {soak['requests']} | "
-            f"{soak['req_per_s']:.2f} | {_ms(soak['p50_ms'])} | {_ms(soak['p99_ms'])} | "
+            f"| {soak['callers']} | {soak['seconds']:.0f} | {soak['requests']} | "
+            f"{soak['rerank_per_s']:.2f} | {_ms(soak['p50_ms'])} | {_ms(soak['p99_ms'])} | "
             f"{_errors(errors)} | {soak.get('feedback_ok', 0)} | {mem} |"
         )
         if soak["rss_samples"]:
