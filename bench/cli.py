@@ -22,6 +22,7 @@ BENCHES = {
     "longbench": "longbench",
     "gsm8k": "gsm8k",
     "mix": "mix",
+    "stacks": "stacks",
     "train-cost": "train_cost",
     "load": "load",
     "ope": "ope",
