@@ -92,12 +92,14 @@ class PolicyContext:
     def encode_batch(self, items: Sequence[ContextInput]) -> list[np.ndarray]:
         import torch
 
+        from laser_serve.rewards.causal import decoder_of
+
         lengths = [len(ids) for ids, _, _ in items]
         batch = torch.zeros((len(items), max(lengths)), dtype=torch.long)
         for i, (ids, _, _) in enumerate(items):
             batch[i, : len(ids)] = torch.tensor(ids)  # right padding: causal, pads unseen
         with torch.inference_mode():
-            hidden = self.lm.base_model(input_ids=batch.to(self.lm.device)).last_hidden_state
+            hidden = decoder_of(self.lm)(input_ids=batch.to(self.lm.device)).last_hidden_state
         return [
             hidden[i, n - 1].float().cpu().numpy().astype(np.float64) for i, n in enumerate(lengths)
         ]

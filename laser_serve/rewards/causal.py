@@ -54,7 +54,10 @@ def split_at_slot(
 
 
 def decoder_of(model: Any) -> Any:
-    """The decoder body (embeddings, layers, final norm) of a causal LM or seq-cls model."""
+    """The decoder body (embeddings, layers, final norm) of a causal LM or seq-cls model,
+    also when it is wrapped by peft (whose `base_model` is the LoRA wrapper, not the body)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     return model.base_model
 
 
