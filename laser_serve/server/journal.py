@@ -14,6 +14,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from laser_serve.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +60,7 @@ class JournalWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._f = open(path, "ab")
+        fsync_dir(path.parent)  # a new file's name is only on disk once its folder is
 
     def append(self, record: dict[str, Any], sync: bool) -> None:
         """Write one record; with sync it is on disk (fsync) when this returns."""
@@ -68,42 +71,3 @@ class JournalWriter:
 
     def close(self) -> None:
         self._f.close()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def lock_dir(folder: Path) -> int:
-    """Hold an exclusive lock on `folder` for the life of this process (the kernel drops it
-    when the process dies, SIGKILL included), so two servers never append to one journal.
-    Returns the lock's file descriptor; raises ConfigError when another process holds it."""
-    import fcntl
-
-    from laser_serve.errors import ConfigError
-
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise ConfigError(
-            f"server.state_dir {folder} is in use by another laser-serve (pid {holder}); "
-            "give each server its own --state-dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from laser_serve.config import Config
+from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
 from laser_serve.selector import Policy, RewardNormalizer, SelectorStateError, make_policy
 from laser_serve.server import journal
@@ -154,7 +155,7 @@ class Learner:
             "answered": list(self.answered.items()),
             "nll_norm": self.nll_norm.state_dict(),
         }
-        journal.atomic_write(self.dir / "learner.json", json.dumps(meta).encode())
+        atomic_write(self.dir / "learner.json", json.dumps(meta).encode())
         self.generation = nxt
         for path in self.dir.glob("selector-*.npz"):
             if _generation_of(path) < nxt:

@@ -25,9 +25,9 @@ from grpc_reflection.v1alpha import reflection
 from laser_serve import config as config_module
 from laser_serve.api import SERVICE_NAME, pb
 from laser_serve.config import Config
+from laser_serve.durable import atomic_write, lock_dir
 from laser_serve.errors import ConfigError
 from laser_serve.selector import SelectorStateError
-from laser_serve.server import journal
 from laser_serve.server.auth import BearerTokenInterceptor, TokenSource, server_credentials
 from laser_serve.server.learning import Learner
 from laser_serve.server.metrics import Metrics
@@ -102,7 +102,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 async def serve(config: Config, port_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (returns 0) or until the generator dies (returns 1)."""
-    lock = journal.lock_dir(config.state_dir())  # first: a second server here fails fast
+    lock = lock_dir(config.state_dir())  # first: a second server here fails fast
     try:
         return await _serve(config, port_file)
     finally:
@@ -183,9 +183,7 @@ async def _serve(config: Config, port_file: str | None) -> int:
         time.monotonic() - started,
     )
     if port_file:  # for tests and supervisors that start us on free ports
-        journal.atomic_write(
-            Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode()
-        )
+        atomic_write(Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
 from laser_serve.selector import Policy
-from laser_serve.server.journal import atomic_write
 from laser_serve.training.policy import TrainablePolicy
 
 LATEST = "latest"

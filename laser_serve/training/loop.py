@@ -23,11 +23,11 @@ import numpy as np
 
 from laser_serve.config import RewardModelConfig
 from laser_serve.devices import pick
+from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
 from laser_serve.generation.base import Candidate, Prompt, Sampling
 from laser_serve.rewards import RewardModel, ScoreRequest
 from laser_serve.selector import Policy, batch_context, make_policy
-from laser_serve.server.journal import atomic_write
 from laser_serve.training import checkpoint
 from laser_serve.training.config import GROUPINGS, RESUMABLE_CHANGES, TrainConfig
 from laser_serve.training.data import Dataset, Example, load_dataset
