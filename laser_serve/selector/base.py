@@ -32,6 +32,20 @@ _CONFIG_LABELS = {
 
 
 @dataclass(frozen=True)
+class Decision:
+    """A choice with what off-policy evaluation needs to know about it.
+
+    ``arms``: the chosen arm indices (one, or every arm for ``ensemble``); ``probs``: p(arm | x)
+    over all K arms, shape (K,); ``propensity``: p of the chosen arm (1.0 for ``ensemble``,
+    whose ``probs`` are 1.0 for every chosen arm).
+    """
+
+    arms: tuple[int, ...]
+    probs: np.ndarray
+    propensity: float
+
+
+@dataclass(frozen=True)
 class ArmStats:
     """Per-arm introspection. ``mean_reward`` is of raw rewards, 0.0 before any update."""
 
@@ -54,6 +68,8 @@ class Policy(ABC):
     name: str
     arms: tuple[str, ...]
     dim: int
+    # Arrays that older builds saved and this one ignores on load (LinUCB's Gram matrix).
+    _LEGACY_ARRAYS: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -93,6 +109,20 @@ class Policy(ABC):
         with self._lock:
             return self._choose_locked(Xv)
 
+    def decide(self, x: np.ndarray) -> Decision:
+        """``choose(x)`` with p(·|x). Here one-hot on the chosen arm(s), exact for the
+        deterministic policies; randomized policies override it with their probabilities."""
+        arms = self.choose(x)
+        probs = np.zeros(len(self.arms))
+        probs[list(arms)] = 1.0
+        return Decision(arms=arms, probs=probs, propensity=1.0)
+
+    def count_selection(self, arms: Sequence[int]) -> None:
+        """Count a choice made elsewhere (a decision replayed from the journal)."""
+        ks = [self.arm_index(a) for a in arms]
+        with self._lock:
+            self._selections[ks] += 1
+
     @abstractmethod
     def _choose_locked(self, X: np.ndarray) -> list[tuple[int, ...]]:
         """Choices for validated (B, dim) contexts, counting selections; under the lock."""
@@ -100,21 +130,34 @@ class Policy(ABC):
     # --- learning -------------------------------------------------------------------------
 
     def update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
-        """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used."""
+        """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used.
+
+        Every finite reward is checked against the state it would produce: an update that
+        would make a statistic non-finite (a reward sum, or LinUCB's A⁻¹, b or θ) raises
+        ValueError and changes nothing, so no reward, however large, can poison the state.
+        """
         k = self.arm_index(arm)
         xv = as_context(x, self.dim)
         r = as_reward(reward)
         with self._lock:
-            rn = self._normalizer(r)
-            self._learn(k, xv, rn)
+            rn = self._normalizer.peek(r)
+            reward_sum = float(self._reward_sum[k]) + r
+            norm_sum = float(self._norm_reward_sum[k]) + rn
+            if not (math.isfinite(reward_sum) and math.isfinite(norm_sum)):
+                raise ValueError(
+                    f"reward {r!r} refused: the reward sum of arm {self.arms[k]!r} would overflow"
+                )
+            self._learn(k, xv, rn)  # checks its own statistics before it changes any
+            self._normalizer.record(r)
             self._pulls[k] += 1
-            self._reward_sum[k] += r
-            self._norm_reward_sum[k] += rn
+            self._reward_sum[k] = reward_sum
+            self._norm_reward_sum[k] = norm_sum
             self._last_update[k] = time.time()
             return rn
 
     def _learn(self, k: int, x: np.ndarray, reward: float) -> None:  # noqa: B027
-        """Learning hook for contextual policies (stats are kept by ``update``)."""
+        """Learning hook for contextual policies (stats are kept by ``update``). It raises
+        ValueError, having changed nothing, if its statistics would become non-finite."""
 
     def arm_index(self, arm: int | str) -> int:
         """Index of an arm given by index or name; ValueError for an unknown arm."""
@@ -231,6 +274,7 @@ class Policy(ABC):
                 f"{source}: saved state does not match this configuration: " + "; ".join(problems)
             )
         shapes = self._array_shapes()
+        arrays = {k: v for k, v in arrays.items() if k not in self._LEGACY_ARRAYS}
         if set(arrays) != set(shapes):
             raise SelectorStateError(
                 f"{source}: state arrays {sorted(arrays)} differ from expected {sorted(shapes)}"
@@ -280,29 +324,6 @@ class Policy(ABC):
             "arrays": arrays,
         }
         self.load_state_dict(state, source=os.fspath(path))
-
-    def merge(self, delta: Policy) -> None:
-        """Add another replica's statistics (pulls, reward sums; LinUCB adds more)."""
-        stats = self._delta_stats(delta)
-        with self._lock:
-            self._merge_locked(stats)
-
-    def _delta_stats(self, delta: Policy) -> dict[str, np.ndarray]:
-        if type(delta) is not type(self):
-            raise ValueError(f"cannot merge a {type(delta).__name__} into a {type(self).__name__}")
-        with delta._lock:
-            config = delta._config()
-            stats = delta._arrays()
-        problems = self._mismatches(config)
-        if problems:
-            raise ValueError("cannot merge: " + "; ".join(problems))
-        return stats
-
-    def _merge_locked(self, stats: dict[str, np.ndarray]) -> None:
-        self._pulls += stats["pulls"]
-        self._reward_sum += stats["reward_sum"]
-        self._norm_reward_sum += stats["norm_reward_sum"]
-        np.maximum(self._last_update, stats["last_update"], out=self._last_update)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, arms={self.arms!r}, dim={self.dim})"

@@ -4,8 +4,14 @@ score_k(x) = θ_kᵀx + α·sqrt(xᵀA_k⁻¹x), A_k = λI + Σ x xᵀ, b_k = Σ
 
 A_k⁻¹ lives in one contiguous (K, d, d) float64 array and is kept current by Sherman–Morrison
 rank-1 updates; θ_k is updated by the equivalent recursive-least-squares step
-θ ← θ + u·(r − θᵀx)/(1 + xᵀu) with u = A⁻¹x, so no call ever inverts a matrix (only
-``merge`` does, once). Σ x xᵀ is kept too (it is the statistic that replicas can add).
+θ ← θ + u·(r − θᵀx)/(1 + xᵀu) with u = A⁻¹x, so no call ever inverts a matrix. A_k itself
+(the Gram matrix λI + Σ x xᵀ) is not kept: replicas (issue #12) share the rank-1 update events
+(arm, x, normalized r) of one ordered log and each applies them with ``update``, so none ever
+adds another's matrices; that halves LinUCB's memory.
+
+An update is checked before it is applied: if A⁻¹, b or θ would become non-finite, or their
+squared norms would (then θᵀx or xᵀA⁻¹x could overflow for a unit x), ``update`` raises
+ValueError and the state stays as it was.
 
 Two kernels give the same results up to rounding:
 
@@ -21,7 +27,7 @@ With ``project_to=d′`` the context is first mapped by a fixed seeded very spar
 matrix (``sparse_projection``: norms preserved in expectation, 1/sqrt(d) of the entries
 nonzero), stored in float32 (hidden states carry no more precision) and applied as a CSR
 matrix: a dense d′×d matrix would be read on every select, which at d=4096 was 40% of a
-projected select. Everything the bandit learns (A⁻¹, θ, b, Σxxᵀ) is float64.
+projected select. Everything the bandit learns (A⁻¹, θ, b) is float64.
 
 Every BLAS call on the hot path goes through ``scipy.linalg.blas``. numpy and scipy wheels
 each bundle their own OpenBLAS with its own thread pool; alternating between the two (numpy
@@ -38,7 +44,7 @@ import numpy as np
 from scipy.linalg.blas import ddot, dgemm, dgemv, dger, dsymm, dsymv, dsyr
 from scipy.sparse import csr_array
 
-from laser_serve.selector.base import Policy, SingleArmPolicy, argmax_lowest, check_finite_param
+from laser_serve.selector.base import SingleArmPolicy, argmax_lowest, check_finite_param
 from laser_serve.selector.context import as_contexts, check_dim, sparse_projection
 
 # Measured on a 2-core AMD EPYC (OpenBLAS): K dsymv calls beat one flat gemv from ~500 dims.
@@ -53,8 +59,10 @@ class LinUCB(SingleArmPolicy):
     context to unit L2 norm; ``project_to``: random projection to that many dims (None:
     off); ``seed``: seeds the projection; ``reward_norm``/``window``: see RewardNormalizer;
     ``kernel``: "auto", "full" or "sym" (performance only, not saved with the state).
-    Memory: 2·K·d′²·8 bytes (A⁻¹ and Σxxᵀ), e.g. 2 GiB for K=8, d′=4096.
+    Memory: K·d′²·8 bytes (A⁻¹), e.g. 1 GiB for K=8, d′=4096.
     """
+
+    _LEGACY_ARRAYS = frozenset({"gram"})  # Σxxᵀ, saved before merge was removed
 
     def __init__(
         self,
@@ -91,7 +99,6 @@ class LinUCB(SingleArmPolicy):
         k, d = len(self.arms), self.context_dim
         self._a_inv = np.empty((k, d, d))
         self._a_inv[:] = np.eye(d) / self.lam
-        self._gram = np.zeros((k, d, d))  # Σ x xᵀ; only the C-lower triangle is maintained
         self._b = np.zeros((k, d))
         self._theta = np.zeros((k, d))
 
@@ -154,15 +161,26 @@ class LinUCB(SingleArmPolicy):
         F = self._a_inv[k].T
         u = dsymv(1.0, F, z) if self._sym else dgemv(1.0, F, z)  # A⁻¹ z (A⁻¹ = A⁻ᵀ)
         den = 1.0 + ddot(u, z)
+        # |u_i u_j| / den <= uᵀu / den, and A⁻¹'s entries are at most 1/λ: a finite bound
+        # keeps the new A⁻¹ finite. Nothing has changed yet if this refuses.
+        with np.errstate(over="ignore", invalid="ignore"):
+            theta = self._theta[k] + ((reward - ddot(self._theta[k], z)) / den) * u
+            b = self._b[k] + reward * z
+            finite = all(
+                np.isfinite(v) for v in (den, ddot(u, u) / den, ddot(theta, theta), ddot(b, b))
+            )
+        if not finite:
+            raise ValueError(
+                f"reward {reward!r} refused: arm {self.arms[k]!r}'s A⁻¹, b or θ would "
+                "become non-finite"
+            )
         # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
         if self._sym:
             _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
         else:
             _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
-        self._theta[k] += ((reward - ddot(self._theta[k], z)) / den) * u
-        self._b[k] += reward * z
-        G = self._gram[k].T
-        _inplace(G, dsyr(1.0, z, a=G, overwrite_a=1))
+        self._theta[k] = theta
+        self._b[k] = b
 
     # --- public extras --------------------------------------------------------------------
 
@@ -214,11 +232,6 @@ class LinUCB(SingleArmPolicy):
         """Copy of the (d′, d) float32 projection matrix, or None."""
         return None if self._proj is None else self._proj.toarray()
 
-    def sufficient_stats(self) -> dict[str, np.ndarray]:
-        """What replicas add in ``merge``: gram (A − λI), b, pulls, reward sums, last update."""
-        with self._lock:
-            return self._arrays()
-
     def params(self) -> dict[str, float | int | str]:
         return {
             **super().params(),
@@ -248,7 +261,6 @@ class LinUCB(SingleArmPolicy):
         shapes = {
             **super()._array_shapes(),
             "a_inv": ((k, d, d), "f8"),
-            "gram": ((k, d, d), "f8"),
             "b": ((k, d), "f8"),
             "theta": ((k, d), "f8"),
         }
@@ -260,7 +272,6 @@ class LinUCB(SingleArmPolicy):
         arrays = {
             **super()._arrays(),
             "a_inv": _symmetrized(self._a_inv) if self._sym else self._a_inv.copy(),
-            "gram": _symmetrized(self._gram),
             "b": self._b.copy(),
             "theta": self._theta.copy(),
         }
@@ -271,30 +282,12 @@ class LinUCB(SingleArmPolicy):
     def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
         super()._install(arrays, parsed)
         self._a_inv = np.ascontiguousarray(arrays["a_inv"])
-        self._gram = np.ascontiguousarray(arrays["gram"])
         self._b = np.ascontiguousarray(arrays["b"])
         self._theta = np.ascontiguousarray(arrays["theta"])
         if self._proj is not None:
             # Same project_to and seed were checked; the saved matrix is the one the state
             # learned with, so it wins should this numpy draw a different one.
             self._proj = csr_array(arrays["projection"])
-
-    def merge(self, delta: Policy) -> None:
-        """Add another replica's Σxxᵀ, b, pulls and reward sums, then recompute A⁻¹ and θ
-        exactly (K inversions: merge is rare). Pass statistics gathered since the last merge,
-        or shared history is counted twice. The reward normalizer is not merged."""
-        stats = self._delta_stats(delta)
-        with self._lock:
-            self._merge_locked(stats)
-            gram = _symmetrized(self._gram) + stats["gram"]
-            a = gram + self.lam * np.eye(self.context_dim)
-            a_inv = np.linalg.inv(a)
-            a_inv += np.swapaxes(a_inv, 1, 2)
-            a_inv *= 0.5  # exact symmetry, so both kernels see the same matrix
-            self._gram = gram
-            self._b = self._b + stats["b"]
-            self._a_inv = np.ascontiguousarray(a_inv)
-            self._theta = np.matmul(a_inv, self._b[:, :, None])[:, :, 0]
 
 
 def _rows_dot(m: np.ndarray, Z: np.ndarray) -> np.ndarray:
