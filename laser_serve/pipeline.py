@@ -31,7 +31,7 @@ from laser_serve.generation import (
 )
 from laser_serve.models import policy_tokenizer
 from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
-from laser_serve.selector import Policy, combine_scores
+from laser_serve.selector import Decision, Policy, combine_scores
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +59,7 @@ class RerankResult:
     candidates: list[Candidate]
     chosen_index: int
     arms: tuple[int, ...]  # arm indices whose scores chose
+    decision: Decision  # the policy's choice with p(·|x), for the decision log
     scores: np.ndarray  # the choosing score per candidate
     rm_scores: dict[str, np.ndarray]  # raw scores by RM name
     rm_seconds: dict[str, float]
@@ -150,7 +151,8 @@ class Pipeline:
 
         trace.stage = "select"
         t = time.perf_counter()
-        arms = policy.choose(x)
+        decision = policy.decide(x)
+        arms = decision.arms
         timings["select"] = time.perf_counter() - t
 
         if request.candidates:
@@ -186,6 +188,7 @@ class Pipeline:
             candidates=candidates,
             chosen_index=int(np.argmax(chosen_scores)),  # ties: the first candidate
             arms=tuple(arms),
+            decision=decision,
             scores=chosen_scores,
             rm_scores=rm_scores,
             rm_seconds=rm_seconds,

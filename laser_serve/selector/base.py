@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +68,6 @@ class Policy(ABC):
     name: str
     arms: tuple[str, ...]
     dim: int
-    # Arrays that older builds saved and this one ignores on load (LinUCB's Gram matrix).
-    _LEGACY_ARRAYS: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -91,7 +89,9 @@ class Policy(ABC):
         k = len(self.arms)
         self._pulls = np.zeros(k, dtype=np.int64)
         self._selections = np.zeros(k, dtype=np.int64)
-        self._reward_sum = np.zeros(k)
+        # The mean, not the sum, of raw rewards: with reward normalization any finite reward
+        # is accepted, and a sum of such rewards could overflow where their mean cannot.
+        self._reward_mean = np.zeros(k)
         self._norm_reward_sum = np.zeros(k)
         self._last_update = np.zeros(k)
 
@@ -136,28 +136,47 @@ class Policy(ABC):
         would make a statistic non-finite (a reward sum, or LinUCB's A⁻¹, b or θ) raises
         ValueError and changes nothing, so no reward, however large, can poison the state.
         """
-        k = self.arm_index(arm)
-        xv = as_context(x, self.dim)
-        r = as_reward(reward)
+        k, xv, r = self.arm_index(arm), as_context(x, self.dim), as_reward(reward)
         with self._lock:
-            rn = self._normalizer.peek(r)
-            reward_sum = float(self._reward_sum[k]) + r
-            norm_sum = float(self._norm_reward_sum[k]) + rn
-            if not (math.isfinite(reward_sum) and math.isfinite(norm_sum)):
-                raise ValueError(
-                    f"reward {r!r} refused: the reward sum of arm {self.arms[k]!r} would overflow"
-                )
-            self._learn(k, xv, rn)  # checks its own statistics before it changes any
-            self._normalizer.record(r)
-            self._pulls[k] += 1
-            self._reward_sum[k] = reward_sum
-            self._norm_reward_sum[k] = norm_sum
-            self._last_update[k] = time.time()
+            rn, commit = self._prepare_locked(k, xv, r)
+            commit()
             return rn
 
-    def _learn(self, k: int, x: np.ndarray, reward: float) -> None:  # noqa: B027
-        """Learning hook for contextual policies (stats are kept by ``update``). It raises
-        ValueError, having changed nothing, if its statistics would become non-finite."""
+    def check_update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
+        """What ``update`` would return, or the ValueError it would raise; changes nothing
+        (the server checks a reward before it journals it, and applies it after)."""
+        k, xv, r = self.arm_index(arm), as_context(x, self.dim), as_reward(reward)
+        with self._lock:
+            return self._prepare_locked(k, xv, r)[0]
+
+    def _prepare_locked(self, k: int, x: np.ndarray, r: float) -> tuple[float, Callable[[], None]]:
+        rn = self._normalizer.peek(r)
+        n = int(self._pulls[k]) + 1
+        mean = float(self._reward_mean[k])
+        reward_mean = mean + (r / n - mean / n)  # each term finite: no overflow on the way
+        norm_sum = float(self._norm_reward_sum[k]) + rn
+        if not (math.isfinite(reward_mean) and math.isfinite(norm_sum)):
+            raise ValueError(
+                f"reward {r!r} refused: the reward statistics of arm {self.arms[k]!r} would "
+                "overflow"
+            )
+        learn = self._plan(k, x, rn)  # checks its own statistics; changes nothing yet
+
+        def commit() -> None:
+            learn()
+            self._normalizer.record(r)
+            self._pulls[k] += 1
+            self._reward_mean[k] = reward_mean
+            self._norm_reward_sum[k] = norm_sum
+            self._last_update[k] = time.time()
+
+        return rn, commit
+
+    def _plan(self, k: int, x: np.ndarray, reward: float) -> Callable[[], None]:
+        """A contextual policy's learning step for arm ``k`` (the stats are ``update``'s), as
+        a function that applies it; raises ValueError, having changed nothing, if its
+        statistics would become non-finite."""
+        return lambda: None
 
     def arm_index(self, arm: int | str) -> int:
         """Index of an arm given by index or name; ValueError for an unknown arm."""
@@ -179,7 +198,7 @@ class Policy(ABC):
                     index=k,
                     pulls=int(self._pulls[k]),
                     selections=int(self._selections[k]),
-                    mean_reward=_mean(self._reward_sum[k], self._pulls[k]),
+                    mean_reward=float(self._reward_mean[k]),
                     mean_normalized_reward=_mean(self._norm_reward_sum[k], self._pulls[k]),
                     last_update=float(self._last_update[k]),
                 )
@@ -213,7 +232,7 @@ class Policy(ABC):
         return {
             "pulls": self._pulls.copy(),
             "selections": self._selections.copy(),
-            "reward_sum": self._reward_sum.copy(),
+            "reward_mean": self._reward_mean.copy(),
             "norm_reward_sum": self._norm_reward_sum.copy(),
             "last_update": self._last_update.copy(),
         }
@@ -232,7 +251,7 @@ class Policy(ABC):
         """Install checked state (arrays already copied); called under the lock."""
         self._pulls = arrays["pulls"]
         self._selections = arrays["selections"]
-        self._reward_sum = arrays["reward_sum"]
+        self._reward_mean = arrays["reward_mean"]
         self._norm_reward_sum = arrays["norm_reward_sum"]
         self._last_update = arrays["last_update"]
         self._normalizer = parsed["normalizer"]
@@ -242,7 +261,7 @@ class Policy(ABC):
         return {
             "pulls": ((k,), "i8"),
             "selections": ((k,), "i8"),
-            "reward_sum": ((k,), "f8"),
+            "reward_mean": ((k,), "f8"),
             "norm_reward_sum": ((k,), "f8"),
             "last_update": ((k,), "f8"),
         }
@@ -274,7 +293,7 @@ class Policy(ABC):
                 f"{source}: saved state does not match this configuration: " + "; ".join(problems)
             )
         shapes = self._array_shapes()
-        arrays = {k: v for k, v in arrays.items() if k not in self._LEGACY_ARRAYS}
+        arrays = self._upgrade(dict(arrays))
         if set(arrays) != set(shapes):
             raise SelectorStateError(
                 f"{source}: state arrays {sorted(arrays)} differ from expected {sorted(shapes)}"
@@ -298,6 +317,16 @@ class Policy(ABC):
             raise SelectorStateError(f"{source}: malformed selector state: {exc}") from None
         with self._lock:
             self._install(checked, parsed)
+
+    def _upgrade(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Arrays saved by older builds, in this build's terms (before a shape check)."""
+        if "reward_sum" in arrays and "reward_mean" not in arrays:
+            total = np.asarray(arrays.pop("reward_sum"), dtype=np.float64)
+            pulls = np.asarray(arrays.get("pulls", np.zeros_like(total)))
+            arrays["reward_mean"] = np.divide(
+                total, pulls, out=np.zeros_like(total), where=pulls > 0
+            )
+        return arrays
 
     def _mismatches(self, saved: dict[str, Any]) -> list[str]:
         """Human-readable differences between a saved config and this one."""

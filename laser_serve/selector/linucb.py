@@ -37,7 +37,7 @@ workers starve the other's on a 2-core machine, costing 4–8 ms per call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,8 +61,6 @@ class LinUCB(SingleArmPolicy):
     ``kernel``: "auto", "full" or "sym" (performance only, not saved with the state).
     Memory: K·d′²·8 bytes (A⁻¹), e.g. 1 GiB for K=8, d′=4096.
     """
-
-    _LEGACY_ARRAYS = frozenset({"gram"})  # Σxxᵀ, saved before merge was removed
 
     def __init__(
         self,
@@ -156,7 +154,7 @@ class LinUCB(SingleArmPolicy):
             picks[i], counts[j] = untried[j], counts[j] + 1
         return picks
 
-    def _learn(self, k: int, x: np.ndarray, reward: float) -> None:
+    def _plan(self, k: int, x: np.ndarray, reward: float) -> Callable[[], None]:
         z = self._features(x[None, :])[0]
         F = self._a_inv[k].T
         u = dsymv(1.0, F, z) if self._sym else dgemv(1.0, F, z)  # A⁻¹ z (A⁻¹ = A⁻ᵀ)
@@ -174,13 +172,17 @@ class LinUCB(SingleArmPolicy):
                 f"reward {reward!r} refused: arm {self.arms[k]!r}'s A⁻¹, b or θ would "
                 "become non-finite"
             )
-        # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
-        if self._sym:
-            _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
-        else:
-            _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
-        self._theta[k] = theta
-        self._b[k] = b
+
+        def apply() -> None:
+            # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
+            if self._sym:
+                _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
+            else:
+                _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
+            self._theta[k] = theta
+            self._b[k] = b
+
+        return apply
 
     # --- public extras --------------------------------------------------------------------
 
@@ -278,6 +280,10 @@ class LinUCB(SingleArmPolicy):
         if self._proj is not None:
             arrays["projection"] = self._proj.toarray()
         return arrays
+
+    def _upgrade(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        arrays.pop("gram", None)  # Σxxᵀ, saved before merge was removed
+        return super()._upgrade(arrays)
 
     def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
         super()._install(arrays, parsed)

@@ -1,52 +1,241 @@
-"""Append-only journal of learning events, one checksummed JSON record per line.
+"""The journal: the server's write-ahead log of learning events and its decision log.
 
-Line format: `<crc32 of the JSON, 8 hex digits> <JSON>\\n`. A record whose line is
-incomplete or whose checksum fails ends the readable journal: `read` reports it and `repair`
-cuts the file there, keeping every record before it.
+Two record types, defined once here: :class:`DecisionRecord` (a Rerank's choice, with what
+off-policy evaluation needs: the context, p(·|x) over the eligible arms, the propensity) and
+:class:`FeedbackRecord` (how a selection ended: the raw and the normalized reward, where it
+came from, its delay, and the bearer token's name). The learner's snapshot stores its pending
+selections as DecisionRecords in the same format.
+
+Format 2 (written by this build). A file starts with ``MAGIC``; then one frame per record::
+
+    <u32 body length> <u32 CRC-32 of body> <body>                     (little-endian)
+    body = <u32 header length> <header: compact UTF-8 JSON> <float32 arrays>
+
+The header holds the record's scalar fields, its ``type`` and, under ``"arrays"``, the
+length of each vector field; the vectors follow as little-endian float32 in that order (a
+384-dim context takes 1,536 bytes instead of ~8 KB as JSON floats). A record that is cut
+short or fails its CRC ends the readable file: ``read`` reports it, ``repair`` cuts it off.
+
+Format 1 (older builds): one ``<crc32, 8 hex digits> <JSON>\\n`` line per record, with
+types selection, feedback and expire and the context as JSON floats. It is read, never
+written: a v1 selection becomes a DecisionRecord with one-hot probabilities, propensity 1,
+no policy parameters, replica "", n 0 and candidate index -1 (not logged then); a v1
+feedback becomes a FeedbackRecord with source application or auto_nll, normalized reward
+and delay unknown (None, nan) and token ""; a v1 expire becomes source "expired". Old
+files are replayed where they are, and new records always go to a new format-2 file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
+import struct
 import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from laser_serve.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
+MAGIC = b"laser-journal 2\n"
+MAX_BODY = 1 << 26  # 64 MiB: a longer length field is corruption, not a record
+SOURCES = ("application", "auto_nll", "expired", "dropped")  # dropped: by --rebuild filters
+_FRAME = struct.Struct("<II")
+_U32 = struct.Struct("<I")
 
-def encode(record: dict[str, Any]) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), allow_nan=False)
-    return f"{zlib.crc32(body.encode()):08x} {body}\n".encode()
+
+@dataclass(frozen=True, eq=False)
+class DecisionRecord:
+    """One Rerank's choice. ``eligible`` names the arms that could be chosen, in the order of
+    ``probs``; ``chosen`` indexes into it. ``x`` is the context the selector was given."""
+
+    id: str
+    time: float  # unix seconds
+    replica: str  # server.replica_id, or the host name
+    policy: str  # the choosing policy's spec
+    params: dict[str, Any]  # its parameters (Policy.params())
+    eligible: tuple[str, ...]
+    x: np.ndarray  # float32 (dim,)
+    probs: np.ndarray  # float32 (len(eligible),): p(arm | x)
+    chosen: tuple[int, ...]
+    propensity: float  # p of the chosen arm (1.0 for ensemble)
+    n: int  # candidates scored
+    chosen_index: int  # the candidate returned
+    expect_feedback: bool
+    nll_reward: float | None  # mean log-prob of the chosen candidate (auto_feedback)
+
+    @property
+    def chosen_names(self) -> list[str]:
+        return [self.eligible[i] for i in self.chosen]
 
 
-def read(path: Path) -> tuple[list[dict[str, Any]], int, str | None]:
-    """(records, bytes of the good prefix, why the rest is bad or None)."""
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """How a selection ended. ``reward`` is as received (None when none came: expired);
+    ``normalized`` is what the learning policy learned from (None: nothing learned, e.g. an
+    ensemble selection, or unknown in a v1 journal)."""
+
+    id: str
+    time: float
+    source: str  # one of SOURCES
+    reward: float | None
+    normalized: float | None
+    delay: float  # seconds since the decision (nan when unknown)
+    token: str  # name of the bearer token that sent it ("" without token auth)
+
+
+Record = DecisionRecord | FeedbackRecord
+_TYPES: dict[str, type[DecisionRecord] | type[FeedbackRecord]] = {
+    "decision": DecisionRecord,
+    "feedback": FeedbackRecord,
+}
+_NAMES = {cls: name for name, cls in _TYPES.items()}
+
+
+def encode(record: Record) -> bytes:
+    """One format-2 frame."""
+    header: dict[str, Any] = {"type": _NAMES[type(record)]}
+    arrays = []
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, np.ndarray):
+            arrays.append((f.name, np.ascontiguousarray(value, dtype="<f4")))
+        else:
+            header[f.name] = _json_value(value)
+    header["arrays"] = {name: int(a.size) for name, a in arrays}
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    body = b"".join([_U32.pack(len(head)), head, *(a.tobytes() for _, a in arrays)])
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode(body: bytes) -> Record:
+    (size,) = _U32.unpack_from(body)
+    header = json.loads(body[4 : 4 + size])
+    cls = _TYPES[header.pop("type")]
+    offset = 4 + size
+    for name, count in header.pop("arrays").items():
+        header[name] = np.frombuffer(body, dtype="<f4", count=count, offset=offset).copy()
+        offset += 4 * count
+    if offset != len(body):
+        raise ValueError(f"{len(body) - offset} bytes after the arrays")
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    fields = {k: _from_json(v, str(types[k])) for k, v in header.items()}
+    return cls(**fields)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # nan (unknown) or inf; JSON has neither
+    return value
+
+
+def _from_json(value: Any, hint: str) -> Any:
+    if hint.startswith("tuple"):
+        return tuple(value)
+    if value is None and hint == "float":
+        return math.nan
+    return value
+
+
+def read(path: Path, arms: Sequence[str] = ()) -> tuple[list[Record], int, str | None]:
+    """(records, bytes of the good prefix, why the rest is bad or None). ``arms`` names the
+    configured arms, which format-1 records refer to by index."""
     data = path.read_bytes()
-    records, good = [], 0
+    if data.startswith(MAGIC):
+        return _read_v2(data)
+    if MAGIC.startswith(data):  # empty, or the magic itself cut short
+        return [], 0, None if not data else "torn file header"
+    return _read_v1(data, tuple(arms))
+
+
+def _read_v2(data: bytes) -> tuple[list[Record], int, str | None]:
+    records: list[Record] = []
+    good = len(MAGIC)
+    while good < len(data):
+        if len(data) - good < _FRAME.size:
+            return records, good, f"torn last record at byte {good} (short frame header)"
+        size, crc = _FRAME.unpack_from(data, good)
+        start = good + _FRAME.size
+        if size > MAX_BODY:
+            return records, good, f"corrupt record at byte {good}: length {size}"
+        if start + size > len(data):
+            return records, good, f"torn last record at byte {good} ({size} bytes announced)"
+        body = data[start : start + size]
+        if zlib.crc32(body) != crc:
+            return records, good, f"corrupt record at byte {good}: checksum mismatch"
+        try:
+            records.append(decode(body))
+        except (ValueError, KeyError, TypeError) as exc:
+            return records, good, f"corrupt record at byte {good}: {exc!r}"
+        good = start + size
+    return records, good, None
+
+
+def _read_v1(data: bytes, arms: tuple[str, ...]) -> tuple[list[Record], int, str | None]:
+    records: list[Record] = []
+    good = 0
     while good < len(data):
         end = data.find(b"\n", good)
         if end < 0:
             return records, good, f"torn last record at byte {good} (no newline)"
-        line = data[good:end]
-        crc, _, body = line.partition(b" ")
+        crc, _, body = data[good:end].partition(b" ")
         try:
             if int(crc, 16) != zlib.crc32(body):
                 raise ValueError("checksum mismatch")
-            records.append(json.loads(body))
-        except ValueError as exc:
+            records.append(from_v1(json.loads(body), arms))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             return records, good, f"corrupt record at byte {good}: {exc}"
         good = end + 1
     return records, good, None
 
 
-def repair(path: Path) -> list[dict[str, Any]]:
+def from_v1(record: dict[str, Any], arms: tuple[str, ...]) -> Record:
+    """A format-1 record (a v1 learner snapshot's pending entries too) as a typed record."""
+    kind = record.get("type", "selection")
+    if kind == "selection":
+        chosen = tuple(int(a) for a in record["arms"])
+        probs = np.zeros(len(arms), dtype=np.float32)
+        probs[list(chosen)] = 1.0
+        nll = record["nll_reward"]
+        return DecisionRecord(
+            id=record["id"],
+            time=float(record["created"]),
+            replica="",
+            policy=record["policy"],
+            params={},
+            eligible=arms,
+            x=np.asarray(record["x"], dtype=np.float32),
+            probs=probs,
+            chosen=chosen,
+            propensity=1.0,
+            n=0,
+            chosen_index=-1,
+            expect_feedback=bool(record["expect_feedback"]),
+            nll_reward=None if nll is None else float(nll),
+        )
+    if kind == "feedback":
+        source = {"app": "application", "nll": "auto_nll"}[record["source"]]
+        return FeedbackRecord(
+            record["id"], float(record["time"]), source, float(record["reward"]), None, math.nan, ""
+        )
+    if kind == "expire":
+        return FeedbackRecord(record["id"], math.nan, "expired", None, None, math.nan, "")
+    raise ValueError(f"unknown record type {kind!r}")
+
+
+def repair(path: Path, arms: Sequence[str] = ()) -> list[Record]:
     """Read the journal and cut a torn or corrupt tail, reporting it in the log."""
-    records, good, problem = read(path)
+    records, good, problem = read(path, arms)
     if problem:
         log.warning("journal %s: %s; cut after %d good records", path, problem, len(records))
         with open(path, "r+b") as f:
@@ -56,13 +245,46 @@ def repair(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def write_all(records: Sequence[Record]) -> bytes:
+    """A whole format-2 file (the learner snapshot's pending selections)."""
+    return MAGIC + b"".join(encode(r) for r in records)
+
+
+def segments(folder: Path) -> list[Path]:
+    """The journal files ``journal-<generation>.log`` of a state dir, oldest first."""
+    return sorted(folder.glob("journal-*.log"), key=generation_of)
+
+
+def generation_of(path: Path) -> int:
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+def read_all(folder: Path, arms: Sequence[str] = ()) -> Iterator[tuple[Path, Record]]:
+    """Every readable record of every segment, oldest first, without changing any file
+    (a torn tail, as a running server may have, is reported and skipped)."""
+    for path in segments(folder):
+        records, _, problem = read(path, arms)
+        if problem:
+            log.warning(
+                "journal %s: %s; reading the %d records before it", path, problem, len(records)
+            )
+        for record in records:
+            yield path, record
+
+
 class JournalWriter:
+    """Appends format-2 frames to a new segment file (never to an existing one: its records
+    may already be covered by a snapshot)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f = open(path, "ab")
+        self._f = open(path, "xb")
+        self._f.write(MAGIC)
+        self._f.flush()
+        os.fsync(self._f.fileno())
         fsync_dir(path.parent)  # a new file's name is only on disk once its folder is
 
-    def append(self, record: dict[str, Any], sync: bool) -> None:
+    def append(self, record: Record, sync: bool) -> None:
         """Write one record; with sync it is on disk (fsync) when this returns."""
         self._f.write(encode(record))
         self._f.flush()  # in the OS page cache: survives a killed process

@@ -7,18 +7,13 @@ import re
 
 from laser_serve.api import pb
 from laser_serve.config import Config
+from laser_serve.errors import InvalidArgument
 from laser_serve.generation import Sampling
 from laser_serve.pipeline import RerankInput
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 16
 SELECTION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class InvalidArgument(ValueError):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 def _require(ok: bool, field: str, problem: str) -> None:

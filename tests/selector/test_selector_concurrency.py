@@ -65,7 +65,7 @@ def test_threads_equal_sequential_updates(kernel, tmp_path):
     np.testing.assert_array_equal(got["pulls"], want["pulls"])
     assert got["pulls"].sum() == THREADS * STEPS
     np.testing.assert_allclose(got["b"], want["b"], rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(got["reward_sum"], want["reward_sum"], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["reward_mean"], want["reward_mean"], rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(shared.a_inv, sequential.a_inv, atol=1e-8)
     np.testing.assert_allclose(shared.theta, sequential.theta, atol=1e-8)
     # the incremental inverse is still the inverse of what was accumulated

@@ -37,13 +37,44 @@ def test_a_reward_that_would_overflow_is_refused_and_changes_nothing():
     assert p.stats()[0].pulls == 1
 
 
-def test_reward_sums_that_would_overflow_are_refused():
+def test_reward_statistics_that_would_overflow_are_refused():
     p = make_policy("random", ARMS, 2)
     p.update("c", np.zeros(2), 1e308)
-    with pytest.raises(ValueError, match="reward sum of arm 'c' would overflow"):
-        p.update("c", np.zeros(2), 1e308)
+    with pytest.raises(ValueError, match="reward statistics of arm 'c' would overflow"):
+        p.update("c", np.zeros(2), 1e308)  # the sum of normalized (here: raw) rewards
     assert (p.stats()[2].pulls, p.stats()[2].mean_reward) == (1, 1e308)
     assert p.normalizer.count == 1  # the refused reward did not enter the history either
+    q = make_policy("random", ARMS, 2, reward_norm="quantile")
+    for _ in range(3):  # normalized into [0, 1]; the raw mean cannot overflow either
+        q.update("c", np.zeros(2), 1.7e308)
+    assert (q.stats()[2].pulls, q.stats()[2].mean_reward) == (3, 1.7e308)
+
+
+def test_check_update_says_what_update_would_do_and_changes_nothing():
+    p = LinUCB(ARMS, 3, reward_norm="quantile")
+    x = np.ones(3)
+    for r in (0.1, 0.9, 0.4):
+        before = _arrays(p)
+        expected = p.check_update("b", x, r)
+        for key, a in _arrays(p).items():
+            np.testing.assert_array_equal(a, before[key], err_msg=key)
+        assert p.update("b", x, r) == expected
+
+
+def test_a_state_saved_with_reward_sums_loads_as_means(tmp_path):
+    from laser_serve.selector import state as state_mod
+
+    a = make_policy("random", ARMS, 2)
+    for r in (1.0, 2.0, 6.0):
+        a.update("a", np.zeros(2), r)
+    sd = a.state_dict()
+    arrays = dict(sd["arrays"])
+    arrays["reward_sum"] = arrays.pop("reward_mean") * arrays["pulls"]
+    header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
+    state_mod.write_state(tmp_path / "old.npz", header, arrays)
+    b = make_policy("random", ARMS, 2)
+    b.load(tmp_path / "old.npz")
+    assert b.stats()[0].mean_reward == 3.0 and b.stats()[1].mean_reward == 0.0
 
 
 @pytest.mark.parametrize("mode", ["none", "quantile", "minmax"])
