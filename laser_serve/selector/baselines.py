@@ -68,7 +68,7 @@ class RandomPolicy(_SeededPolicy):
 
     def _pick(self, X: np.ndarray) -> np.ndarray:
         k = len(self.arms)
-        return np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        return np.minimum((self._rng.random(int(X.shape[0])) * k).astype(np.int64), k - 1)
 
 
 class FixedPolicy(SingleArmPolicy):

@@ -42,7 +42,9 @@ def write_state(
         name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _digest(a)}
         for name, a in arrays.items()
     }
-    members = {"header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+    members: dict[str, Any] = {
+        "header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    }
     members.update({f"a_{name}": a for name, a in arrays.items()})
     atomic_write(path, lambda f: np.savez(f, **members))
 

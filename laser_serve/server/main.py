@@ -311,7 +311,7 @@ def health_check(config: Config, timeout: float = 4.0) -> int:
     else:
         channel = grpc.insecure_channel(target)
     tokens = TokenSource(s)
-    metadata = ()
+    metadata: tuple[tuple[str, str], ...] = ()
     if tokens.enabled and not s.auth_health_open and tokens.tokens():
         metadata = (("authorization", f"Bearer {tokens.tokens()[0][1].decode()}"),)
     request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)

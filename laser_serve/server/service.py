@@ -39,7 +39,7 @@ class Malformed:
         self.type_name, self.error = type_name, error
 
 
-def _parse(cls: type, data: bytes) -> Any:
+def _parse(cls: Any, data: bytes) -> Any:
     try:
         return cls.FromString(data)
     except Exception as exc:  # DecodeError, invalid UTF-8, ...: the caller's fault
