@@ -4,16 +4,35 @@ from laser_serve.client import Client
 with Client("127.0.0.1:50051") as laser:
     r = laser.rerank("What is the capital of France?", n=4)
     laser.feedback(r.selection_id, reward=1.0)
+
+Both retry a call answered UNAVAILABLE (a server still loading its models, a dropped
+connection) or RESOURCE_EXHAUSTED (overload, a rate limit) up to 4 times with exponential
+backoff, through gRPC's own retry policy (``retry=False`` turns it off; a
+``grpc.service_config`` in ``options`` replaces it). A Feedback retried after its reply was
+lost answers ALREADY_EXISTS: the earlier attempt was applied.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import grpc
 
-from laser_serve.api import pb, rpc
+from laser_serve.api import SERVICE_NAME, pb, rpc
+
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+}
+SERVICE_CONFIG = json.dumps(
+    {"methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}]}
+)
 
 Messages = Sequence[tuple[str, str] | dict[str, str]]
 
@@ -64,6 +83,22 @@ def rerank_request(
     )
 
 
+def _channel(
+    module: ModuleType,
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+    retry: bool,
+) -> Any:
+    """A channel from ``grpc`` or ``grpc.aio``, with the retry policy unless told otherwise."""
+    opts = list(options)
+    if retry and not any(key == "grpc.service_config" for key, _ in opts):
+        opts += [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    if credentials:
+        return module.secure_channel(target, credentials, options=opts)
+    return module.insecure_channel(target, options=opts)
+
+
 class Client:
     def __init__(
         self,
@@ -72,12 +107,9 @@ class Client:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retry: bool = True,
     ) -> None:
-        self.channel = (
-            grpc.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.insecure_channel(target, options=options)
-        )
+        self.channel = _channel(grpc, target, credentials, options, retry)
         self.stub = rpc.LaserStub(self.channel)
         self.timeout = timeout
 
@@ -117,12 +149,9 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retry: bool = True,
     ) -> None:
-        self.channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.aio.insecure_channel(target, options=options)
-        )
+        self.channel = _channel(grpc.aio, target, credentials, options, retry)
         self.stub = rpc.LaserStub(self.channel)
         self.timeout = timeout
 
