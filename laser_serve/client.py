@@ -83,23 +83,11 @@ def rerank_request(
     )
 
 
-def _channel(
-    module: ModuleType,
-    target: str,
-    credentials: grpc.ChannelCredentials | None,
-    options: Sequence[tuple[str, Any]],
-    retry: bool,
-) -> Any:
-    """A channel from ``grpc`` or ``grpc.aio``, with the retry policy unless told otherwise."""
-    opts = list(options)
-    if retry and not any(key == "grpc.service_config" for key, _ in opts):
-        opts += [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
-    if credentials:
-        return module.secure_channel(target, credentials, options=opts)
-    return module.insecure_channel(target, options=opts)
+class _Channel:
+    """A channel to one server with the retry policy, and its Laser stub."""
 
+    _grpc: ModuleType  # grpc or grpc.aio
 
-class Client:
     def __init__(
         self,
         target: str,
@@ -109,9 +97,19 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         retry: bool = True,
     ) -> None:
-        self.channel = _channel(grpc, target, credentials, options, retry)
+        opts = list(options)
+        if retry and not any(key == "grpc.service_config" for key, _ in opts):
+            opts += [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        if credentials:
+            self.channel = self._grpc.secure_channel(target, credentials, options=opts)
+        else:
+            self.channel = self._grpc.insecure_channel(target, options=opts)
         self.stub = rpc.LaserStub(self.channel)
         self.timeout = timeout
+
+
+class Client(_Channel):
+    _grpc = grpc
 
     def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
         return self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
@@ -141,19 +139,8 @@ class Client:
         self.close()
 
 
-class AsyncClient:
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        retry: bool = True,
-    ) -> None:
-        self.channel = _channel(grpc.aio, target, credentials, options, retry)
-        self.stub = rpc.LaserStub(self.channel)
-        self.timeout = timeout
+class AsyncClient(_Channel):
+    _grpc = grpc.aio
 
     async def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
         return await self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)

@@ -100,19 +100,33 @@ _TYPES: dict[str, type[DecisionRecord] | type[FeedbackRecord]] = {
 _NAMES = {cls: name for name, cls in _TYPES.items()}
 
 
+# Per record type, its fields by kind (from the annotations): the codec's whole schema.
+def _kind(annotation: str) -> str:
+    """ "float", "float?" (float | None), "tuple", "np.ndarray", ... from an annotation."""
+    base = annotation.split(" ")[0].split("[")[0]
+    return base + "?" if annotation.endswith("| None") else base
+
+
+_KINDS = {
+    cls: {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)} for cls in _TYPES.values()
+}
+
+
 def encode(record: Record) -> bytes:
     """One format-2 frame."""
     header: dict[str, Any] = {"type": _NAMES[type(record)]}
     arrays = []
-    for f in dataclasses.fields(record):
-        value = getattr(record, f.name)
-        if isinstance(value, np.ndarray):
-            arrays.append((f.name, np.ascontiguousarray(value, dtype="<f4")))
+    for name, kind in _KINDS[type(record)].items():
+        value = getattr(record, name)
+        if kind == "np.ndarray":
+            arrays.append(np.ascontiguousarray(value, dtype="<f4"))
+            header.setdefault("arrays", {})[name] = int(arrays[-1].size)
+        elif kind.startswith("float") and value is not None and not math.isfinite(value):
+            header[name] = None  # nan (unknown); JSON has no nan
         else:
-            header[f.name] = _json_value(value)
-    header["arrays"] = {name: int(a.size) for name, a in arrays}
+            header[name] = value  # json writes tuples as lists
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
-    body = b"".join([_U32.pack(len(head)), head, *(a.tobytes() for _, a in arrays)])
+    body = b"".join([_U32.pack(len(head)), head, *(a.tobytes() for a in arrays)])
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -121,30 +135,17 @@ def decode(body: bytes) -> Record:
     header = json.loads(body[4 : 4 + size])
     cls = _TYPES[header.pop("type")]
     offset = 4 + size
-    for name, count in header.pop("arrays").items():
+    for name, count in header.pop("arrays", {}).items():
         header[name] = np.frombuffer(body, dtype="<f4", count=count, offset=offset).copy()
         offset += 4 * count
     if offset != len(body):
         raise ValueError(f"{len(body) - offset} bytes after the arrays")
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
-    fields = {k: _from_json(v, str(types[k])) for k, v in header.items()}
-    return cls(**fields)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # nan (unknown) or inf; JSON has neither
-    return value
-
-
-def _from_json(value: Any, hint: str) -> Any:
-    if hint.startswith("tuple"):
-        return tuple(value)
-    if value is None and hint == "float":
-        return math.nan
-    return value
+    for name, kind in _KINDS[cls].items():
+        if kind == "tuple":
+            header[name] = tuple(header[name])
+        elif kind == "float" and header[name] is None:
+            header[name] = math.nan
+    return cls(**header)
 
 
 def read(path: Path, arms: Sequence[str] = ()) -> tuple[list[Record], int, str | None]:
