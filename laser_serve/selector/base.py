@@ -337,9 +337,10 @@ class Policy(ABC):
                 out.append(f"{what} (state: {saved.get(key)!r}, policy: {value!r})")
         return out
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically (snapshot under the lock, file I/O outside it)."""
-        sd = self.state_dict()
+    def save(self, path: str | os.PathLike[str], state: dict[str, Any] | None = None) -> None:
+        """Write the state atomically (snapshot under the lock, file I/O outside it), or a
+        ``state_dict()`` taken earlier (a caller's consistent cut)."""
+        sd = self.state_dict() if state is None else state
         header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
         write_state(path, header, sd["arrays"])
 

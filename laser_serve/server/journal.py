@@ -34,10 +34,10 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -160,26 +160,38 @@ def read(path: Path, arms: Sequence[str] = ()) -> tuple[list[Record], int, str |
 
 
 def _read_v2(data: bytes) -> tuple[list[Record], int, str | None]:
-    records: list[Record] = []
+    framed, good, problem = read_frames(data)
+    return [record for record, _ in framed], good, problem
+
+
+def read_frames(data: bytes) -> tuple[list[tuple[Record, bytes]], int, str | None]:
+    """Each readable record of a format-2 file with its frame bytes (as ``encode`` made
+    them), the bytes of the good prefix, and why the rest is bad or None."""
+    out: list[tuple[Record, bytes]] = []
     good = len(MAGIC)
     while good < len(data):
         if len(data) - good < _FRAME.size:
-            return records, good, f"torn last record at byte {good} (short frame header)"
+            return out, good, f"torn last record at byte {good} (short frame header)"
         size, crc = _FRAME.unpack_from(data, good)
         start = good + _FRAME.size
         if size > MAX_BODY:
-            return records, good, f"corrupt record at byte {good}: length {size}"
+            return out, good, f"corrupt record at byte {good}: length {size}"
         if start + size > len(data):
-            return records, good, f"torn last record at byte {good} ({size} bytes announced)"
+            return out, good, f"torn last record at byte {good} ({size} bytes announced)"
         body = data[start : start + size]
         if zlib.crc32(body) != crc:
-            return records, good, f"corrupt record at byte {good}: checksum mismatch"
+            return out, good, f"corrupt record at byte {good}: checksum mismatch"
         try:
-            records.append(decode(body))
+            out.append((decode(body), data[good : start + size]))
         except (ValueError, KeyError, TypeError) as exc:
-            return records, good, f"corrupt record at byte {good}: {exc!r}"
+            return out, good, f"corrupt record at byte {good}: {exc!r}"
         good = start + size
-    return records, good, None
+    return out, good, None
+
+
+def decode_frame(frame: bytes) -> Record:
+    """The record in one frame that ``encode`` made (already checked when it was read)."""
+    return decode(frame[_FRAME.size :])
 
 
 def _read_v1(data: bytes, arms: tuple[str, ...]) -> tuple[list[Record], int, str | None]:
@@ -246,9 +258,11 @@ def repair(path: Path, arms: Sequence[str] = ()) -> list[Record]:
     return records
 
 
-def write_all(records: Sequence[Record]) -> bytes:
-    """A whole format-2 file (the learner snapshot's pending selections)."""
-    return MAGIC + b"".join(encode(r) for r in records)
+def write_frames(f: BinaryIO, frames: Iterable[bytes]) -> None:
+    """Write a whole format-2 file of encoded records to ``f`` (the learner snapshot's
+    pending selections, kept encoded as they were journaled)."""
+    f.write(MAGIC)
+    f.writelines(frames)
 
 
 def segments(folder: Path) -> list[Path]:
@@ -285,9 +299,9 @@ class JournalWriter:
         os.fsync(self._f.fileno())
         fsync_dir(path.parent)  # a new file's name is only on disk once its folder is
 
-    def append(self, record: Record, sync: bool) -> None:
-        """Write one record; with sync it is on disk (fsync) when this returns."""
-        self._f.write(encode(record))
+    def append(self, record: Record | bytes, sync: bool) -> None:
+        """Write one record (or its frame); with sync it is on disk (fsync) on return."""
+        self._f.write(record if isinstance(record, bytes) else encode(record))
         self._f.flush()  # in the OS page cache: survives a killed process
         if sync:
             os.fsync(self._f.fileno())  # on disk: survives a lost machine

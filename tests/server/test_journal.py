@@ -153,8 +153,9 @@ def test_snapshot_keeps_pending_contexts_in_binary(tmp_path: Path) -> None:
     assert meta["version"] == 2 and "pending" not in meta
     second = _learner(tmp_path)
     second.open()
-    np.testing.assert_array_equal(second.pending[sel].x, x.astype(np.float32))
-    assert second.pending[sel].replica == first.replica
+    dec = second.decision(sel)
+    np.testing.assert_array_equal(dec.x, x.astype(np.float32))
+    assert dec.replica == first.replica
     # The update uses the float32 context, so replaying the journal reproduces it exactly.
     second.feedback(sel, 0.5)
     reference = LinUCB(ARMS, 4, normalize=True)
@@ -279,7 +280,7 @@ def test_a_format_1_state_dir_is_replayed_and_continues_in_format_2(tmp_path: Pa
     learner.open()
     assert _stats(learner) == [("a", 1, 0.25), ("b", 1, 1.0), ("c", 0, 0.0)]
     assert list(learner.pending) == [f"{3:032x}"]
-    dec = learner.pending[f"{3:032x}"]
+    dec = learner.decision(f"{3:032x}")
     assert (dec.chosen, dec.propensity, dec.n, dec.chosen_index) == ((2,), 1.0, 0, -1)
     learner.feedback(f"{3:032x}", 0.5)
     learner.close()
