@@ -22,6 +22,7 @@ BENCHES = {
     "longbench": "longbench",
     "train-cost": "train_cost",
     "load": "load",
+    "snapshot": "snapshot_cost",
 }
 
 # Where a bench writes its result; see _results_only_on_stdout.
