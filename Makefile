@@ -44,9 +44,11 @@ promtool:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		$$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
+# ruff and mypy come with the test extra (make install); `python -m` runs this venv's copy.
 lint: install
-	$(BIN)/ruff check laser_serve bench tests
-	$(BIN)/ruff format --check laser_serve bench tests
+	$(BIN)/python -m ruff check laser_serve bench tests
+	$(BIN)/python -m ruff format --check laser_serve bench tests
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV)

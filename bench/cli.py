@@ -26,6 +26,7 @@ BENCHES = {
     "train-cost": "train_cost",
     "load": "load",
     "ope": "ope",
+    "snapshot": "snapshot_cost",
 }
 
 # Where a bench writes its result; see _results_only_on_stdout.

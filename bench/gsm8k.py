@@ -58,7 +58,7 @@ def load_rows(path: Path, split: str = "test", limit: int | None = None) -> list
             f"no GSM8K data at {file}: point --data at a folder with {split}.jsonl "
             "(rows with 'question' and 'answer', the answer ending in '#### <number>')"
         )
-    rows = []
+    rows: list[dict[str, Any]] = []
     with file.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if limit is not None and len(rows) >= limit:

@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from laser_serve.durable import atomic_write
+
 CACHE_VERSION = 1
 POOL_FORMAT = "laser-serve/pool"
 POOL_VERSION = 1
@@ -160,7 +162,6 @@ class Cache:
         return record["value"] if record.get("key") == key else None
 
     def store(self, stage: str, task: str, row_key: str, key: dict[str, Any], value: Any) -> None:
-        from laser_serve.server.journal import atomic_write  # TODO durable
 
         path = self.path(stage, task, row_key, key)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -483,7 +484,6 @@ def write_pools(
     path: Path, header: dict[str, Any], records: Sequence[tuple[Row, dict[str, Any]]]
 ) -> None:
     """Gzipped JSONL: the header, then one line per row holding its cache records."""
-    from laser_serve.server.journal import atomic_write  # TODO durable
 
     lines = [json.dumps({**header, "rows": len(records)}, ensure_ascii=False)]
     for row, record in records:

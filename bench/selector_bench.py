@@ -153,10 +153,25 @@ def _row(d: int, k: int, impl: str, sel: np.ndarray, upd: np.ndarray) -> dict[st
     }
 
 
+def _time_linucb(
+    pol: LinUCB, stream: _Stream, fast: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Select and update timings; a few updates first so θ and A⁻¹ are not trivial."""
+    for i in range(2 * len(pol.arms)):
+        pol.update(*stream.step(i))
+    sel = _sample(lambda i: pol.select(stream.ctx(i)), warmup=3, **fast)
+    upd = _sample(lambda i: pol.update(*stream.step(i)), warmup=3, **fast)
+    return sel, upd
+
+
 def _bench_one(
     d: int, k: int, impls: tuple[str, ...], quick: bool, naive_budget_s: float
 ) -> Iterable[dict[str, Any]]:
-    fast = {"max_n": 300 if quick else 2000, "budget_s": 0.4 if quick else 1.0, "min_n": 5}
+    fast: dict[str, Any] = {
+        "max_n": 300 if quick else 2000,
+        "budget_s": 0.4 if quick else 1.0,
+        "min_n": 5,
+    }
     slow_budget = min(naive_budget_s, 5.0) if quick else naive_budget_s
     stream = _Stream(d, k)
     names = [f"rm{j}" for j in range(k)]
@@ -171,13 +186,8 @@ def _bench_one(
     for impl, kwargs, threads in variants:
         if impl not in impls:
             continue
-        pol = LinUCB(names, d, alpha=ALPHA, lam=LAM, **kwargs)
         with _blas_limit(threads):
-            for i in range(2 * k):  # a few updates so θ and A⁻¹ are not trivial
-                pol.update(*stream.step(i))
-            sel = _sample(lambda i, p=pol: p.select(stream.ctx(i)), warmup=3, **fast)
-            upd = _sample(lambda i, p=pol: p.update(*stream.step(i)), warmup=3, **fast)
-        del pol
+            sel, upd = _time_linucb(LinUCB(names, d, alpha=ALPHA, lam=LAM, **kwargs), stream, fast)
         gc.collect()
         yield _row(d, k, impl, sel, upd)
 

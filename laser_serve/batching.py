@@ -70,9 +70,10 @@ class Batcher(Generic[T, R]):
         try:
             if self.max_queue_s > 0:
                 started = asyncio.ensure_future(item.on_start.wait())
+                waiting: list[asyncio.Future[Any]] = [started, item.future]
                 try:
                     await asyncio.wait(
-                        [started, item.future],
+                        waiting,
                         timeout=self.max_queue_s,
                         return_when=asyncio.FIRST_COMPLETED,
                     )

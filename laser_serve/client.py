@@ -4,16 +4,35 @@ from laser_serve.client import Client
 with Client("127.0.0.1:50051") as laser:
     r = laser.rerank("What is the capital of France?", n=4)
     laser.feedback(r.selection_id, reward=1.0)
+
+Both retry a call answered UNAVAILABLE (a server still loading its models, a dropped
+connection) or RESOURCE_EXHAUSTED (overload, a rate limit) up to 4 times with exponential
+backoff, through gRPC's own retry policy (``retry=False`` turns it off; a
+``grpc.service_config`` in ``options`` replaces it). A Feedback retried after its reply was
+lost answers ALREADY_EXISTS: the earlier attempt was applied.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import grpc
 
-from laser_serve.api import pb, rpc
+from laser_serve.api import SERVICE_NAME, pb, rpc
+
+RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.2s",
+    "maxBackoff": "2s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+}
+SERVICE_CONFIG = json.dumps(
+    {"methodConfig": [{"name": [{"service": SERVICE_NAME}], "retryPolicy": RETRY_POLICY}]}
+)
 
 Messages = Sequence[tuple[str, str] | dict[str, str]]
 
@@ -64,7 +83,11 @@ def rerank_request(
     )
 
 
-class Client:
+class _Channel:
+    """A channel to one server with the retry policy, and its Laser stub."""
+
+    _grpc: ModuleType  # grpc or grpc.aio
+
     def __init__(
         self,
         target: str,
@@ -72,14 +95,21 @@ class Client:
         credentials: grpc.ChannelCredentials | None = None,
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        retry: bool = True,
     ) -> None:
-        self.channel = (
-            grpc.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.insecure_channel(target, options=options)
-        )
+        opts = list(options)
+        if retry and not any(key == "grpc.service_config" for key, _ in opts):
+            opts += [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+        if credentials:
+            self.channel = self._grpc.secure_channel(target, credentials, options=opts)
+        else:
+            self.channel = self._grpc.insecure_channel(target, options=opts)
         self.stub = rpc.LaserStub(self.channel)
         self.timeout = timeout
+
+
+class Client(_Channel):
+    _grpc = grpc
 
     def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
         return self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
@@ -109,22 +139,8 @@ class Client:
         self.close()
 
 
-class AsyncClient:
-    def __init__(
-        self,
-        target: str,
-        *,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self.channel = (
-            grpc.aio.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.aio.insecure_channel(target, options=options)
-        )
-        self.stub = rpc.LaserStub(self.channel)
-        self.timeout = timeout
+class AsyncClient(_Channel):
+    _grpc = grpc.aio
 
     async def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
         return await self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from laser_serve.errors import ConfigError
 from laser_serve.models import MINILM, QWEN_05B, SMOLLM2, laser_home
+from laser_serve.selector import Policy, make_policy
+from laser_serve.selector.normalizer import MODES as REWARD_NORMS
 
+# Allowed values, defined once: validation, CLI choices and help read them from here.
 RM_KINDS = ("seq-cls", "lm-judge", "lm-loglik", "embedding", "consensus", "grounding", "verifier")
+BACKENDS = ("vllm", "hf")
+ENCODERS = ("sentence", "policy")
+AUTO_FEEDBACK = ("", "nll")
 
 
 @dataclass
@@ -51,6 +59,14 @@ class ServerConfig:
     # candidate whenever a request expects no application feedback (the paper's label-free
     # best-of-n reward). Empty: learn only from Feedback.
     auto_feedback: str = ""
+    # The decision log's replica id (issue #13); empty: this host's name.
+    replica_id: str = ""
+    # Journal segments stay this long after a snapshot covers them, as the decision log that
+    # `laser-serve --rebuild` replays (and off-policy evaluation reads); 0: delete at once.
+    journal_retention_days: float = 7.0
+    # Feedback calls per second per bearer token (bursts of 10 s worth pass); above it
+    # RESOURCE_EXHAUSTED, so one client cannot outvote the rest by volume. 0: no limit.
+    feedback_rate_per_token: float = 0.0
     # Access. TLS when tls_cert and tls_key are set; tls_client_ca also demands client certs.
     tls_cert: str = ""
     tls_key: str = ""
@@ -97,6 +113,10 @@ class SelectorConfig:
     reward_norm: str = "none"  # none | quantile | minmax
     window: int = 1000
     seed: int = 0
+    # The reward contract with reward_norm = "none": Feedback rewards outside [lo, hi] are
+    # INVALID_ARGUMENT. With quantile or minmax any finite reward is accepted (it is mapped
+    # into [0, 1] before it reaches the statistics).
+    reward_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
 
 
 @dataclass
@@ -182,16 +202,17 @@ class Config:
 
     def validate(self) -> Config:
         s, g = self.server, self.generator
-        _check(g.backend in ("vllm", "hf"), "generator.backend must be 'vllm' or 'hf'")
+        check_choice(g.backend, BACKENDS, "generator.backend")
+        check_choice(self.context.encoder, ENCODERS, "context.encoder")
+        check_choice(self.selector.reward_norm, REWARD_NORMS, "selector.reward_norm")
+        check_choice(s.auto_feedback, AUTO_FEEDBACK, "server.auto_feedback")
+        rr = self.selector.reward_range
         _check(
-            self.context.encoder in ("sentence", "policy"),
-            "context.encoder must be 'sentence' or 'policy'",
+            len(rr) == 2 and all(math.isfinite(v) for v in rr) and rr[0] < rr[1],
+            f"selector.reward_range must be two finite numbers [lo, hi] with lo < hi, got {rr}",
         )
-        _check(
-            self.selector.reward_norm in ("none", "quantile", "minmax"),
-            "selector.reward_norm must be none, quantile or minmax",
-        )
-        _check(s.auto_feedback in ("", "nll"), "server.auto_feedback must be '' or 'nll'")
+        _check(s.journal_retention_days >= 0, "server.journal_retention_days must be >= 0")
+        _check(s.feedback_rate_per_token >= 0, "server.feedback_rate_per_token must be >= 0")
         _check(s.max_n >= 1, "server.max_n must be >= 1")
         _check(1 <= g.default_n <= s.max_n, "generator.default_n must be in 1..server.max_n")
         _check(s.max_inflight >= 1, "server.max_inflight must be >= 1")
@@ -210,6 +231,29 @@ class Config:
                 f"reward model name {rm.name!r} must be non-empty and contain no ':'",
             )
         return self
+
+
+def make_selector(s: SelectorConfig, arms: Sequence[str], dim: int, spec: str = "") -> Policy:
+    """The policy ``spec`` (default ``s.policy``) with the configured parameters: the one
+    factory for the server's policy, its per-request overrides and laser-train's selector.
+    ValueError names a bad spec."""
+    return make_policy(
+        spec or s.policy,
+        arms,
+        dim,
+        seed=s.seed,
+        alpha=s.alpha,
+        lam=s.lam,
+        normalize=s.normalize,
+        project_to=s.project_to or None,
+        reward_norm=s.reward_norm,
+        window=s.window,
+    )
+
+
+def check_choice(value: Any, choices: Sequence[Any], key: str) -> None:
+    """ConfigError unless ``value`` is one of ``choices``."""
+    _check(value in choices, f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -249,8 +293,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return str(value)
         if typing.get_origin(hint) is list:
             if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return list(value)
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            (item,) = typing.get_args(hint)
+            return [item(v) for v in value]
     except (TypeError, ValueError):
         pass
     else:

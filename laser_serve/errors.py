@@ -7,3 +7,11 @@ class ConfigError(ValueError):
 
 class Overloaded(RuntimeError):
     """The server is at a configured limit (in-flight requests, queue time): retry later."""
+
+
+class InvalidArgument(ValueError):
+    """A request field is wrong (gRPC INVALID_ARGUMENT); the message starts with the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field

@@ -9,10 +9,12 @@ own engine process and batches concurrent requests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from laser_serve.generation import (
 )
 from laser_serve.models import policy_tokenizer
 from laser_serve.rewards import RewardModel, ScoreRequest, make_reward_model
-from laser_serve.selector import Policy, combine_scores
+from laser_serve.selector import Decision, Policy, combine_scores
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class RerankResult:
     candidates: list[Candidate]
     chosen_index: int
     arms: tuple[int, ...]  # arm indices whose scores chose
+    decision: Decision  # the policy's choice with p(·|x), for the decision log
     scores: np.ndarray  # the choosing score per candidate
     rm_scores: dict[str, np.ndarray]  # raw scores by RM name
     rm_seconds: dict[str, float]
@@ -82,16 +85,19 @@ class Pipeline:
         self.arms = tuple(rm.name for rm in reward_models)
         # Concurrent requests' model work runs in shared batches on the one torch thread.
         s = config.server
-        batching = dict(
+        batching = functools.partial(
+            Batcher,
             executor=torch_executor(),
             max_batch=s.max_batch,
             max_wait_s=s.batch_wait_s,
             max_queue_s=s.max_queue_s,
         )
-        self.encode_batcher: Batcher[tuple[list[int], str, str], np.ndarray] = Batcher(
-            "encoder", encoder.encode_batch, **batching
+        self.encode_batcher: Batcher[tuple[list[int], str, str], np.ndarray] = batching(
+            "encoder", encoder.encode_batch
         )
-        self.score_batchers = [Batcher(rm.name, rm.score_batch, **batching) for rm in reward_models]
+        self.score_batchers: list[Batcher[Any, np.ndarray]] = [
+            batching(rm.name, rm.score_batch) for rm in reward_models
+        ]
 
     @classmethod
     async def load(cls, config: Config) -> Pipeline:
@@ -154,7 +160,8 @@ class Pipeline:
 
         trace.stage = "select"
         t = time.perf_counter()
-        arms = policy.choose(x)
+        decision = policy.decide(x)
+        arms = decision.arms
         timings["select"] = time.perf_counter() - t
 
         if request.candidates:
@@ -194,6 +201,7 @@ class Pipeline:
             candidates=candidates,
             chosen_index=chosen_index,
             arms=tuple(arms),
+            decision=decision,
             scores=chosen_scores,
             rm_scores=rm_scores,
             rm_seconds=rm_seconds,

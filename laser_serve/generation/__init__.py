@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from laser_serve.config import GeneratorConfig
 from laser_serve.generation.base import (
+    MIN_PROMPT_TOKENS,
     Candidate,
     Generator,
     Prompt,
@@ -14,6 +15,7 @@ from laser_serve.generation.base import (
 )
 
 __all__ = [
+    "MIN_PROMPT_TOKENS",
     "Candidate",
     "Generator",
     "Prompt",

@@ -81,6 +81,10 @@ def truncate_middle(token_ids: list[int], max_tokens: int) -> list[int]:
     return list(token_ids[:half]) + list(token_ids[len(token_ids) - (max_tokens - half) :])
 
 
+# A request must leave the prompt at least this many tokens of the model window.
+MIN_PROMPT_TOKENS = 16
+
+
 class PromptBuilder:
     """Turns a plain prompt or chat messages into token ids that fit the model window."""
 
@@ -92,7 +96,7 @@ class PromptBuilder:
         self, prompt: str | None, messages: list[dict[str, str]] | None, max_new_tokens: int
     ) -> Prompt:
         budget = self.max_model_len - max_new_tokens
-        if budget < 16:
+        if budget < MIN_PROMPT_TOKENS:
             raise PromptError(
                 "sampling.max_tokens",
                 f"{max_new_tokens} leaves no room for the prompt in the "

@@ -84,12 +84,14 @@ class HfGenerator:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         tok = self._tokenizer
-        width = max(len(p.token_ids) for p in prompts)
-        input_ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, p in enumerate(prompts):  # left padding: every prompt ends where decoding starts
-            input_ids[i, width - len(p.token_ids) :] = torch.tensor(p.token_ids)
-            attention_mask[i, width - len(p.token_ids) :] = 1
+        # Left padding: every prompt ends where decoding starts.
+        batch = tok.pad(
+            {"input_ids": [list(p.token_ids) for p in prompts]},
+            padding_side="left",
+            return_tensors="pt",
+        )
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        width = input_ids.shape[1]
         greedy = sampling.temperature == 0
         kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_tokens,

@@ -29,7 +29,7 @@ class VllmGenerator:
     ) -> None:
         self.model = model
         self.max_model_len = max_model_len
-        self._args = dict(
+        self._args: dict[str, Any] = dict(
             dtype=dtype,
             gpu_memory_utilization=gpu_memory_utilization,
             kv_cache_gib=kv_cache_gib,

@@ -58,7 +58,8 @@ class SeqClsRM:
         tok = self.tokenizer
         if tok.chat_template:
             conv = messages + [{"role": "assistant", "content": candidate}]
-            ids = list(tok.apply_chat_template(conv, tokenize=True, return_dict=True)["input_ids"])
+            out: Any = tok.apply_chat_template(conv, tokenize=True, return_dict=True)
+            ids = list(out["input_ids"])
         else:
             ids = tok("\n\n".join(m["content"] for m in messages), candidate)["input_ids"]
         return truncate_middle(ids, self.max_length)  # keeps the answer at the end

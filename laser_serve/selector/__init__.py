@@ -12,13 +12,14 @@ and scipy are used.
 
 Locking: each policy owns one ``threading.RLock``. ``decide``/``choose`` and their batch
 forms, ``select``, ``update``, ``ucb``/``width``, ``stats``, the ``theta``/``a_inv`` copies,
-``state_dict``, ``load_state_dict``, ``save``/``load`` and ``merge`` take it for the whole read or
+``state_dict``, ``load_state_dict``, ``save``/``load`` take it for the whole read or
 read-modify-write of the state, so concurrent calls from server threads behave as some
 sequential order of the same calls. Input checks run before the lock is taken; ``save``
-copies the state under the lock and writes the file outside it; ``merge`` copies the other
-policy's statistics under that policy's lock, then applies them under its own (never both
-locks at once, so two policies merging into each other cannot deadlock). BLAS releases the
-GIL, so a long LinUCB select at large d blocks other callers of the same policy only.
+copies the state under the lock and writes the file outside it. BLAS releases the GIL, so a
+long LinUCB select at large d blocks other callers of the same policy only.
+
+No update can make the state non-finite: ``update`` checks what it would produce and raises
+ValueError, changing nothing, if any statistic would overflow.
 """
 
 from laser_serve.selector.base import ArmStats, Decision, Policy

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +96,9 @@ class Policy(ABC):
         k = len(self.arms)
         self._pulls = np.zeros(k, dtype=np.int64)
         self._selections = np.zeros(k, dtype=np.int64)
-        self._reward_sum = np.zeros(k)
+        # The mean, not the sum, of raw rewards: with reward normalization any finite reward
+        # is accepted, and a sum of such rewards could overflow where their mean cannot.
+        self._reward_mean = np.zeros(k)
         self._norm_reward_sum = np.zeros(k)
         self._last_update = np.zeros(k)
 
@@ -123,6 +125,12 @@ class Policy(ABC):
         """``choose`` for each row of ``X`` (shape (B, dim)); equals B single calls."""
         return [d.arms for d in self.decide_batch(X)]
 
+    def count_selection(self, arms: Sequence[int]) -> None:
+        """Count a choice made elsewhere (a decision replayed from the journal)."""
+        ks = [self.arm_index(a) for a in arms]
+        with self._lock:
+            self._selections[ks] += 1
+
     @abstractmethod
     def _decide_locked(self, X: np.ndarray) -> list[Decision]:
         """Decisions for validated (B, dim) contexts, counting selections; under the lock."""
@@ -135,22 +143,55 @@ class Policy(ABC):
         ``weight`` scales what a contextual model learns from this one update (LinUCB/LinTS:
         A += w·xxᵀ, b += w·r·x), as if it had been seen ``weight`` times; counts and reward
         sums count it once. Warm starts use it to say how many rounds a prior is worth.
+
+        Every finite reward is checked against the state it would produce: an update that
+        would make a statistic non-finite (a reward sum, or LinUCB's A⁻¹, b or θ) raises
+        ValueError and changes nothing, so no reward, however large, can poison the state.
         """
-        k = self.arm_index(arm)
-        xv = as_context(x, self.dim)
-        r = as_reward(reward)
+        k, xv, r = self.arm_index(arm), as_context(x, self.dim), as_reward(reward)
         w = check_finite_param(weight, "weight", positive=True)
         with self._lock:
-            rn = self._normalizer(r)
-            self._learn(k, xv, rn, w)
-            self._pulls[k] += 1
-            self._reward_sum[k] += r
-            self._norm_reward_sum[k] += rn
-            self._last_update[k] = time.time()
+            rn, commit = self._prepare_locked(k, xv, r, w)
+            commit()
             return rn
 
-    def _learn(self, k: int, x: np.ndarray, reward: float, weight: float) -> None:  # noqa: B027
-        """Learning hook for contextual policies (stats are kept by ``update``)."""
+    def check_update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
+        """What ``update`` would return, or the ValueError it would raise; changes nothing
+        (the server checks a reward before it journals it, and applies it after)."""
+        k, xv, r = self.arm_index(arm), as_context(x, self.dim), as_reward(reward)
+        with self._lock:
+            return self._prepare_locked(k, xv, r, 1.0)[0]
+
+    def _prepare_locked(
+        self, k: int, x: np.ndarray, r: float, weight: float
+    ) -> tuple[float, Callable[[], None]]:
+        rn = self._normalizer.peek(r)
+        n = int(self._pulls[k]) + 1
+        mean = float(self._reward_mean[k])
+        reward_mean = mean + (r / n - mean / n)  # each term finite: no overflow on the way
+        norm_sum = float(self._norm_reward_sum[k]) + rn
+        if not (math.isfinite(reward_mean) and math.isfinite(norm_sum)):
+            raise ValueError(
+                f"reward {r!r} refused: the reward statistics of arm {self.arms[k]!r} would "
+                "overflow"
+            )
+        learn = self._plan(k, x, rn, weight)  # checks its own statistics; changes nothing yet
+
+        def commit() -> None:
+            learn()
+            self._normalizer.record(r)
+            self._pulls[k] += 1
+            self._reward_mean[k] = reward_mean
+            self._norm_reward_sum[k] = norm_sum
+            self._last_update[k] = time.time()
+
+        return rn, commit
+
+    def _plan(self, k: int, x: np.ndarray, reward: float, weight: float) -> Callable[[], None]:
+        """A contextual policy's learning step for arm ``k`` (the stats are ``update``'s), as
+        a function that applies it; raises ValueError, having changed nothing, if its
+        statistics would become non-finite."""
+        return lambda: None
 
     def arm_index(self, arm: int | str) -> int:
         """Index of an arm given by index or name; ValueError for an unknown arm."""
@@ -172,7 +213,7 @@ class Policy(ABC):
                     index=k,
                     pulls=int(self._pulls[k]),
                     selections=int(self._selections[k]),
-                    mean_reward=_mean(self._reward_sum[k], self._pulls[k]),
+                    mean_reward=float(self._reward_mean[k]),
                     mean_normalized_reward=_mean(self._norm_reward_sum[k], self._pulls[k]),
                     last_update=float(self._last_update[k]),
                 )
@@ -211,7 +252,7 @@ class Policy(ABC):
         return {
             "pulls": self._pulls.copy(),
             "selections": self._selections.copy(),
-            "reward_sum": self._reward_sum.copy(),
+            "reward_mean": self._reward_mean.copy(),
             "norm_reward_sum": self._norm_reward_sum.copy(),
             "last_update": self._last_update.copy(),
         }
@@ -230,7 +271,7 @@ class Policy(ABC):
         """Install checked state (arrays already copied); called under the lock."""
         self._pulls = arrays["pulls"]
         self._selections = arrays["selections"]
-        self._reward_sum = arrays["reward_sum"]
+        self._reward_mean = arrays["reward_mean"]
         self._norm_reward_sum = arrays["norm_reward_sum"]
         self._last_update = arrays["last_update"]
         self._normalizer = parsed["normalizer"]
@@ -240,7 +281,7 @@ class Policy(ABC):
         return {
             "pulls": ((k,), "i8"),
             "selections": ((k,), "i8"),
-            "reward_sum": ((k,), "f8"),
+            "reward_mean": ((k,), "f8"),
             "norm_reward_sum": ((k,), "f8"),
             "last_update": ((k,), "f8"),
         }
@@ -272,6 +313,7 @@ class Policy(ABC):
                 f"{source}: saved state does not match this configuration: " + "; ".join(problems)
             )
         shapes = self._array_shapes()
+        arrays = self._upgrade(dict(arrays))
         if set(arrays) != set(shapes):
             raise SelectorStateError(
                 f"{source}: state arrays {sorted(arrays)} differ from expected {sorted(shapes)}"
@@ -296,6 +338,16 @@ class Policy(ABC):
         with self._lock:
             self._install(checked, parsed)
 
+    def _upgrade(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """Arrays saved by older builds, in this build's terms (before a shape check)."""
+        if "reward_sum" in arrays and "reward_mean" not in arrays:
+            total = np.asarray(arrays.pop("reward_sum"), dtype=np.float64)
+            pulls = np.asarray(arrays.get("pulls", np.zeros_like(total)))
+            arrays["reward_mean"] = np.divide(
+                total, pulls, out=np.zeros_like(total), where=pulls > 0
+            )
+        return arrays
+
     def _mismatches(self, saved: dict[str, Any]) -> list[str]:
         """Human-readable differences between a saved config and this one."""
         out = []
@@ -305,9 +357,10 @@ class Policy(ABC):
                 out.append(f"{what} (state: {saved.get(key)!r}, policy: {value!r})")
         return out
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically (snapshot under the lock, file I/O outside it)."""
-        sd = self.state_dict()
+    def save(self, path: str | os.PathLike[str], state: dict[str, Any] | None = None) -> None:
+        """Write the state atomically (snapshot under the lock, file I/O outside it), or a
+        ``state_dict()`` taken earlier (a caller's consistent cut)."""
+        sd = self.state_dict() if state is None else state
         header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
         write_state(path, header, sd["arrays"])
 
@@ -321,29 +374,6 @@ class Policy(ABC):
             "arrays": arrays,
         }
         self.load_state_dict(state, source=os.fspath(path))
-
-    def merge(self, delta: Policy) -> None:
-        """Add another replica's statistics (pulls, reward sums; LinUCB adds more)."""
-        stats = self._delta_stats(delta)
-        with self._lock:
-            self._merge_locked(stats)
-
-    def _delta_stats(self, delta: Policy) -> dict[str, np.ndarray]:
-        if type(delta) is not type(self):
-            raise ValueError(f"cannot merge a {type(delta).__name__} into a {type(self).__name__}")
-        with delta._lock:
-            config = delta._config()
-            stats = delta._arrays()
-        problems = self._mismatches(config)
-        if problems:
-            raise ValueError("cannot merge: " + "; ".join(problems))
-        return stats
-
-    def _merge_locked(self, stats: dict[str, np.ndarray]) -> None:
-        self._pulls += stats["pulls"]
-        self._reward_sum += stats["reward_sum"]
-        self._norm_reward_sum += stats["norm_reward_sum"]
-        np.maximum(self._last_update, stats["last_update"], out=self._last_update)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, arms={self.arms!r}, dim={self.dim})"
@@ -380,10 +410,10 @@ class SeededPolicy(SingleArmPolicy):
         """One arm per row of (B, K) probabilities, by inverting the row's CDF at one uniform
         draw; a row with a 1.0 entry is that arm and draws nothing."""
         picks = probs.argmax(axis=1)
-        random = probs.max(axis=1) < 1.0
+        random = np.max(probs, axis=1) < 1.0
         if random.any():
             cdf = np.cumsum(probs[random], axis=1)
-            u = self._rng.random(cdf.shape[0])[:, None] * cdf[:, -1:]
+            u = self._rng.random((cdf.shape[0], 1)) * cdf[:, -1:]
             picks[random] = np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
         return picks
 

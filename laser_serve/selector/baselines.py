@@ -41,7 +41,7 @@ class RandomPolicy(SeededPolicy):
 
     def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
-        picks = np.minimum((self._rng.random(X.shape[0]) * k).astype(np.int64), k - 1)
+        picks = np.minimum((self._rng.random(int(X.shape[0])) * k).astype(np.int64), k - 1)
         return picks, np.full((X.shape[0], k), 1.0 / k)
 
 

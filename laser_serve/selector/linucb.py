@@ -10,8 +10,14 @@ exact p(·|x).
 
 A_k⁻¹ lives in one contiguous (K, d, d) float64 array and is kept current by Sherman–Morrison
 rank-1 updates; θ_k is updated by the equivalent recursive-least-squares step
-θ ← θ + u·(r − θᵀx)/(1 + xᵀu) with u = A⁻¹x, so no call ever inverts a matrix (only
-``merge`` does, once). Σ x xᵀ is kept too (it is the statistic that replicas can add).
+θ ← θ + u·(r − θᵀx)/(1 + xᵀu) with u = A⁻¹x, so no call ever inverts a matrix. A_k itself
+(the Gram matrix λI + Σ x xᵀ) is not kept: replicas (issue #12) share the rank-1 update events
+(arm, x, normalized r) of one ordered log and each applies them with ``update``, so none ever
+adds another's matrices; that halves LinUCB's memory.
+
+An update is checked before it is applied: if A⁻¹, b or θ would become non-finite, or their
+squared norms would (then θᵀx or xᵀA⁻¹x could overflow for a unit x), ``update`` raises
+ValueError and the state stays as it was.
 
 Two kernels give the same results up to rounding:
 
@@ -27,7 +33,7 @@ With ``project_to=d′`` the context is first mapped by a fixed seeded very spar
 matrix (``sparse_projection``: norms preserved in expectation, 1/sqrt(d) of the entries
 nonzero), stored in float32 (hidden states carry no more precision) and applied as a CSR
 matrix: a dense d′×d matrix would be read on every select, which at d=4096 was 40% of a
-projected select. Everything the bandit learns (A⁻¹, θ, b, Σxxᵀ) is float64.
+projected select. Everything the bandit learns (A⁻¹, θ, b) is float64.
 
 Every BLAS call on the hot path goes through ``scipy.linalg.blas``. numpy and scipy wheels
 each bundle their own OpenBLAS with its own thread pool; alternating between the two (numpy
@@ -38,7 +44,7 @@ workers starve the other's on a 2-core machine, costing 4–8 ms per call.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,7 +52,6 @@ from scipy.linalg.blas import ddot, dgemm, dgemv, dger, dsymm, dsymv, dsyr
 from scipy.sparse import csr_array
 
 from laser_serve.selector.base import (
-    Policy,
     SeededPolicy,
     argmax_lowest,
     check_finite_param,
@@ -67,7 +72,7 @@ class RidgePolicy(SeededPolicy):
     random projection to that many dims (None: off); ``seed``: seeds the projection and the
     random choices; ``reward_norm``/``window``: see RewardNormalizer; ``kernel``: "auto",
     "full" or "sym" (performance only, not saved with the state).
-    Memory: 2·K·d′²·8 bytes (A⁻¹ and Σxxᵀ), e.g. 2 GiB for K=8, d′=4096.
+    Memory: K·d′²·8 bytes (A⁻¹), e.g. 1 GiB for K=8, d′=4096.
 
     Arms never updated are tried first (see ``_try_untried``); after that a subclass's
     ``_decide_tried`` chooses from every arm's mean θ_kᵀx and width α·sqrt(xᵀA_k⁻¹x).
@@ -107,7 +112,6 @@ class RidgePolicy(SeededPolicy):
         k, d = len(self.arms), self.context_dim
         self._a_inv = np.empty((k, d, d))
         self._a_inv[:] = np.eye(d) / self.lam
-        self._gram = np.zeros((k, d, d))  # Σ x xᵀ; only the C-lower triangle is maintained
         self._b = np.zeros((k, d))
         self._theta = np.zeros((k, d))
 
@@ -180,7 +184,7 @@ class RidgePolicy(SeededPolicy):
             counts[picks[i]] += 1
         return picks, probs
 
-    def _learn(self, k: int, x: np.ndarray, reward: float, weight: float) -> None:
+    def _plan(self, k: int, x: np.ndarray, reward: float, weight: float) -> Callable[[], None]:
         # Weight w: the same step with √w·z and √w·r, so A ← A + w·zzᵀ and b ← b + w·r·z.
         z = self._features(x[None, :])[0]
         if weight != 1.0:
@@ -188,15 +192,30 @@ class RidgePolicy(SeededPolicy):
         F = self._a_inv[k].T
         u = dsymv(1.0, F, z) if self._sym else dgemv(1.0, F, z)  # A⁻¹ z (A⁻¹ = A⁻ᵀ)
         den = 1.0 + ddot(u, z)
-        # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
-        if self._sym:
-            _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
-        else:
-            _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
-        self._theta[k] += ((reward - ddot(self._theta[k], z)) / den) * u
-        self._b[k] += reward * z
-        G = self._gram[k].T
-        _inplace(G, dsyr(1.0, z, a=G, overwrite_a=1))
+        # |u_i u_j| / den <= uᵀu / den, and A⁻¹'s entries are at most 1/λ: a finite bound
+        # keeps the new A⁻¹ finite. Nothing has changed yet if this refuses.
+        with np.errstate(over="ignore", invalid="ignore"):
+            theta = self._theta[k] + ((reward - ddot(self._theta[k], z)) / den) * u
+            b = self._b[k] + reward * z
+            finite = all(
+                np.isfinite(v) for v in (den, ddot(u, u) / den, ddot(theta, theta), ddot(b, b))
+            )
+        if not finite:
+            raise ValueError(
+                f"reward {reward!r} refused: arm {self.arms[k]!r}'s A⁻¹, b or θ would "
+                "become non-finite"
+            )
+
+        def apply() -> None:
+            # Sherman–Morrison in place: A⁻¹ ← A⁻¹ − u uᵀ / (1 + xᵀA⁻¹x)
+            if self._sym:
+                _inplace(F, dsyr(-1.0 / den, u, a=F, overwrite_a=1))
+            else:
+                _inplace(F, dger(-1.0 / den, u, u, a=F, overwrite_a=1))
+            self._theta[k] = theta
+            self._b[k] = b
+
+        return apply
 
     # --- public extras --------------------------------------------------------------------
 
@@ -241,11 +260,6 @@ class RidgePolicy(SeededPolicy):
         """Copy of the (d′, d) float32 projection matrix, or None."""
         return None if self._proj is None else self._proj.toarray()
 
-    def sufficient_stats(self) -> dict[str, np.ndarray]:
-        """What replicas add in ``merge``: gram (A − λI), b, pulls, reward sums, last update."""
-        with self._lock:
-            return self._arrays()
-
     def params(self) -> dict[str, float | int | str]:
         return {
             **super().params(),
@@ -275,7 +289,6 @@ class RidgePolicy(SeededPolicy):
         shapes = {
             **super()._array_shapes(),
             "a_inv": ((k, d, d), "f8"),
-            "gram": ((k, d, d), "f8"),
             "b": ((k, d), "f8"),
             "theta": ((k, d), "f8"),
         }
@@ -287,7 +300,6 @@ class RidgePolicy(SeededPolicy):
         arrays = {
             **super()._arrays(),
             "a_inv": _symmetrized(self._a_inv) if self._sym else self._a_inv.copy(),
-            "gram": _symmetrized(self._gram),
             "b": self._b.copy(),
             "theta": self._theta.copy(),
         }
@@ -295,33 +307,19 @@ class RidgePolicy(SeededPolicy):
             arrays["projection"] = self._proj.toarray()
         return arrays
 
+    def _upgrade(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        arrays.pop("gram", None)  # Σxxᵀ, saved before merge was removed
+        return super()._upgrade(arrays)
+
     def _install(self, arrays: dict[str, np.ndarray], parsed: dict[str, Any]) -> None:
         super()._install(arrays, parsed)
         self._a_inv = np.ascontiguousarray(arrays["a_inv"])
-        self._gram = np.ascontiguousarray(arrays["gram"])
         self._b = np.ascontiguousarray(arrays["b"])
         self._theta = np.ascontiguousarray(arrays["theta"])
         if self._proj is not None:
             # Same project_to and seed were checked; the saved matrix is the one the state
             # learned with, so it wins should this numpy draw a different one.
             self._proj = csr_array(arrays["projection"])
-
-    def merge(self, delta: Policy) -> None:
-        """Add another replica's Σxxᵀ, b, pulls and reward sums, then recompute A⁻¹ and θ
-        exactly (K inversions: merge is rare). Pass statistics gathered since the last merge,
-        or shared history is counted twice. The reward normalizer is not merged."""
-        stats = self._delta_stats(delta)
-        with self._lock:
-            self._merge_locked(stats)
-            gram = _symmetrized(self._gram) + stats["gram"]
-            a = gram + self.lam * np.eye(self.context_dim)
-            a_inv = np.linalg.inv(a)
-            a_inv += np.swapaxes(a_inv, 1, 2)
-            a_inv *= 0.5  # exact symmetry, so both kernels see the same matrix
-            self._gram = gram
-            self._b = self._b + stats["b"]
-            self._a_inv = np.ascontiguousarray(a_inv)
-            self._theta = np.matmul(a_inv, self._b[:, :, None])[:, :, 0]
 
 
 class LinUCB(RidgePolicy):

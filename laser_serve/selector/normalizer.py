@@ -16,10 +16,11 @@ A normalizer is not locked by itself: the policies call it under their own lock.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
 from typing import Any
+
+import numpy as np
 
 from laser_serve.selector.context import as_reward
 
@@ -46,8 +47,7 @@ class RewardNormalizer:
 
     def _reset(self) -> None:
         self.count = 0
-        self._history: deque[float] = deque()  # insertion order, for eviction
-        self._sorted: list[float] = []  # same values sorted, for O(window) quantiles
+        self._history: deque[float] = deque(maxlen=self.window)  # oldest evicted first
         self._min = math.inf
         self._max = -math.inf
 
@@ -56,15 +56,21 @@ class RewardNormalizer:
         self.record(reward)
         return self.normalize(reward)
 
+    def peek(self, reward: float) -> float:
+        """What ``__call__`` would return, without recording (so a caller can check the
+        update it feeds before committing to it)."""
+        r = as_reward(reward)
+        if self.mode == "quantile":
+            return _scale(r, *self._quantiles([*self._history, r][-self.window :]))
+        if self.mode == "minmax":
+            return _scale(r, min(self._min, r), max(self._max, r))
+        return r
+
     def record(self, reward: float) -> None:
         r = as_reward(reward)
         self.count += 1
         if self.mode == "quantile":
             self._history.append(r)
-            bisect.insort(self._sorted, r)
-            if len(self._history) > self.window:
-                old = self._history.popleft()
-                del self._sorted[bisect.bisect_left(self._sorted, old)]
         elif self.mode == "minmax":
             self._min = min(self._min, r)
             self._max = max(self._max, r)
@@ -74,18 +80,20 @@ class RewardNormalizer:
         r = as_reward(reward)
         if self.mode == "none":
             return r
-        lo, hi = self.bounds()
-        if not hi > lo:
-            return 0.5
-        return min(1.0, max(0.0, (r - lo) / (hi - lo)))
+        return _scale(r, *self.bounds())
 
     def bounds(self) -> tuple[float, float]:
         """The current reference range (lo, hi); (nan, nan) with no history or mode none."""
-        if self.mode == "quantile" and self._sorted:
-            return _quantile(self._sorted, self.low_q), _quantile(self._sorted, self.high_q)
+        if self.mode == "quantile" and self._history:
+            return self._quantiles(self._history)
         if self.mode == "minmax" and self.count:
             return self._min, self._max
         return math.nan, math.nan
+
+    def _quantiles(self, values: Any) -> tuple[float, float]:
+        with np.errstate(over="ignore", invalid="ignore"):  # rewards near ±1.8e308: inf or nan
+            lo, hi = np.quantile(np.fromiter(values, float), [self.low_q, self.high_q])
+        return float(lo), float(hi)
 
     @property
     def history(self) -> tuple[float, ...]:
@@ -125,7 +133,6 @@ class RewardNormalizer:
         self._reset()
         self.count = count
         self._history.extend(history[-self.window :] if mode == "quantile" else [])
-        self._sorted = sorted(self._history)
         if mode == "minmax" and count:
             self._min, self._max = lo, hi  # type: ignore[assignment]
 
@@ -138,12 +145,8 @@ class RewardNormalizer:
         }
 
 
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile of sorted data (numpy's default method)."""
-    pos = q * (len(sorted_values) - 1)
-    i = math.floor(pos)
-    frac = pos - i
-    if frac == 0.0 or i + 1 >= len(sorted_values):
-        return sorted_values[i]
-    a, b = sorted_values[i], sorted_values[i + 1]
-    return a + (b - a) * frac
+def _scale(r: float, lo: float, hi: float) -> float:
+    """r mapped from [lo, hi] to [0, 1], clipped; 0.5 while the range is degenerate (or not
+    finite: bounds of rewards near the float limit overflow)."""
+    scaled = (r - lo) / (hi - lo) if hi > lo else math.nan
+    return min(1.0, max(0.0, scaled)) if math.isfinite(scaled) else 0.5

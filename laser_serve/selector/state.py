@@ -1,4 +1,6 @@
-"""On-disk selector state: one uncompressed ``.npz`` with a JSON header, written atomically.
+"""On-disk state: one uncompressed ``.npz`` with a JSON header, written atomically.
+
+The selector's state uses it, and so does the server's learner snapshot (``kind`` names which).
 
 Layout (format version 1): member ``header`` is the UTF-8 JSON header as a uint8 array;
 each state array ``name`` is member ``a_<name>``. The header records the format name and
@@ -9,15 +11,14 @@ corrupted file raises :class:`SelectorStateError` instead of loading garbage.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import stat
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from laser_serve.durable import atomic_write
 
 FORMAT = "laser-serve/selector-state"
 VERSION = 1
@@ -28,71 +29,60 @@ class SelectorStateError(ValueError):
 
 
 def write_state(
-    path: str | os.PathLike[str], header: dict[str, Any], arrays: dict[str, Any]
+    path: str | os.PathLike[str],
+    header: dict[str, Any],
+    arrays: dict[str, Any],
+    *,
+    kind: str = FORMAT,
 ) -> None:
-    """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write atomically (``laser_serve.durable``); ``kind`` names the format in the header."""
     arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-    meta = dict(header, format=FORMAT, version=VERSION)
+    meta = dict(header, format=kind, version=VERSION)
     meta["arrays"] = {
         name: {"dtype": a.dtype.str, "shape": list(a.shape), "sha256": _digest(a)}
         for name, a in arrays.items()
     }
-    members = {"header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+    members: dict[str, Any] = {
+        "header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    }
     members.update({f"a_{name}": a for name, a in arrays.items()})
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600
-            np.savez(f, **members)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda f: np.savez(f, **members))
 
 
-def read_state(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read and verify a state file; returns (header, arrays).
+def read_state(
+    path: str | os.PathLike[str], *, kind: str = FORMAT
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a state file of format ``kind``; returns (header, arrays).
 
     A missing file raises FileNotFoundError (the caller decides whether to start fresh);
     anything unreadable raises SelectorStateError naming the file.
     """
     name = os.fspath(path)
+    what = kind.rsplit("/", 1)[-1].replace("-", " ")  # "selector state"
     try:
         with open(name, "rb") as f:
             npz = np.load(f, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise SelectorStateError(f"{name}: not a selector state file (not an npz)")
+                raise SelectorStateError(f"{name}: not a {what} file (not an npz)")
             with npz:
-                header, arrays = _read_members(name, npz)
+                header, arrays = _read_members(name, npz, kind, what)
     except (FileNotFoundError, IsADirectoryError, PermissionError, SelectorStateError):
         raise
     except Exception as exc:  # zipfile, numpy, JSON and decoding errors all mean corrupt
         raise SelectorStateError(
-            f"{name}: corrupt or truncated selector state ({type(exc).__name__}: {exc})"
+            f"{name}: corrupt or truncated {what} ({type(exc).__name__}: {exc})"
         ) from exc
     return header, arrays
 
 
-def _read_members(name: str, npz: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _read_members(
+    name: str, npz: Any, kind: str, what: str
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if "header" not in npz.files:
-        raise SelectorStateError(f"{name}: not a selector state file (no header)")
+        raise SelectorStateError(f"{name}: not a {what} file (no header)")
     header = json.loads(npz["header"].tobytes().decode("utf-8"))
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise SelectorStateError(f"{name}: not a selector state file (format)")
+    if not isinstance(header, dict) or header.get("format") != kind:
+        raise SelectorStateError(f"{name}: not a {what} file (format)")
     if header.get("version") != VERSION:
         raise SelectorStateError(
             f"{name}: unsupported state format version {header.get('version')!r} "

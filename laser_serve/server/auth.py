@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -19,6 +20,21 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 log = logging.getLogger(__name__)
 
 
+def parse_tokens(text: str) -> list[tuple[str, bytes]]:
+    """(name, secret) for each whitespace-separated entry: ``name:secret`` names a token,
+    a bare ``secret`` is named ``sha256:<first 8 hex digits of its SHA-256>``. The name is
+    what the journal records for each Feedback (never the secret)."""
+    out = []
+    for entry in text.split():
+        name, sep, secret = entry.partition(":")
+        if not sep:
+            name, secret = f"sha256:{hashlib.sha256(entry.encode()).hexdigest()[:8]}", entry
+        if not name or not secret:
+            raise ValueError("a token entry has an empty name or secret (':' at its start or end)")
+        out.append((name, secret.encode()))
+    return out
+
+
 class TokenSource:
     """Tokens from server.auth_tokens_file (one per line) and/or the env var it names.
 
@@ -31,39 +47,56 @@ class TokenSource:
 
     def __init__(self, config: ServerConfig) -> None:
         self.path = Path(config.auth_tokens_file) if config.auth_tokens_file else None
-        self.env_tokens: list[bytes] = []
+        self.env_tokens: list[tuple[str, bytes]] = []
         if config.auth_tokens_env:
             value = os.environ.get(config.auth_tokens_env, "")
             if not value:
                 raise ConfigError(f"server.auth_tokens_env: ${config.auth_tokens_env} is empty")
-            self.env_tokens = [t.encode() for t in value.replace(",", " ").split()]
-        self._file_tokens: list[bytes] = []
+            try:
+                self.env_tokens = parse_tokens(value.replace(",", " "))
+            except ValueError as exc:
+                raise ConfigError(f"server.auth_tokens_env: {exc}") from None
+        self._file_tokens: list[tuple[str, bytes]] = []
         self._seen: tuple[int, int] | None = None
         self._checked = 0.0
         if self.path is not None:
             try:
                 self._reload()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 raise ConfigError(f"server.auth_tokens_file: cannot read it: {exc}") from None
 
     @property
     def enabled(self) -> bool:
         return self.path is not None or bool(self.env_tokens)
 
-    def tokens(self) -> list[bytes]:
+    def tokens(self) -> list[tuple[str, bytes]]:
+        """(name, secret) of every token in use."""
         if self.path is not None and time.monotonic() - self._checked >= self.RECHECK_S:
             try:
                 self._reload()
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.warning("server.auth_tokens_file: %s; keeping the tokens in use", exc)
         return self._file_tokens + self.env_tokens
+
+    def match(self, metadata: Any) -> str | None:
+        """The name of the token in the call's ``authorization: Bearer`` header, or None.
+        Every token is compared, in constant time, so timing does not tell which matched."""
+        header = dict(metadata or ()).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        given, found = token.encode(), None
+        for name, secret in self.tokens():
+            if hmac.compare_digest(given, secret):
+                found = name
+        return found
 
     def _reload(self) -> None:
         assert self.path is not None
         self._checked = time.monotonic()
         st = self.path.stat()
         if (st.st_mtime_ns, st.st_size) != self._seen:
-            self._file_tokens = [t.encode() for t in self.path.read_text().split()]
+            self._file_tokens = parse_tokens(self.path.read_text())
             self._seen = (st.st_mtime_ns, st.st_size)
             log.info("loaded %d bearer tokens from %s", len(self._file_tokens), self.path)
 
@@ -73,17 +106,6 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         self.tokens = tokens
         self.health_open = health_open
 
-    def _allowed(self, metadata: Any) -> bool:
-        header = dict(metadata or ()).get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        given = token.encode()
-        ok = False
-        for known in self.tokens.tokens():  # no early exit: timing does not tell which matched
-            ok |= hmac.compare_digest(given, known)
-        return ok
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -92,7 +114,7 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or (self.health_open and details.method.startswith(HEALTH_PREFIX)):
             return handler
-        if self._allowed(details.invocation_metadata):
+        if self.tokens.match(details.invocation_metadata) is not None:
             return handler
         return _deny(handler)
 

@@ -1,50 +1,254 @@
-"""Append-only journal of learning events, one checksummed JSON record per line.
+"""The journal: the server's write-ahead log of learning events and its decision log.
 
-Line format: `<crc32 of the JSON, 8 hex digits> <JSON>\\n`. A record whose line is
-incomplete or whose checksum fails ends the readable journal: `read` reports it and `repair`
-cuts the file there, keeping every record before it.
+Two record types, defined once here: :class:`DecisionRecord` (a Rerank's choice, with what
+off-policy evaluation needs: the context, p(·|x) over the eligible arms, the propensity) and
+:class:`FeedbackRecord` (how a selection ended: the raw and the normalized reward, where it
+came from, its delay, and the bearer token's name). The learner's snapshot stores its pending
+selections as DecisionRecords in the same format.
+
+Format 2 (written by this build). A file starts with ``MAGIC``; then one frame per record::
+
+    <u32 body length> <u32 CRC-32 of body> <body>                     (little-endian)
+    body = <u32 header length> <header: compact UTF-8 JSON> <float32 arrays>
+
+The header holds the record's scalar fields, its ``type`` and, under ``"arrays"``, the
+length of each vector field; the vectors follow as little-endian float32 in that order (a
+384-dim context takes 1,536 bytes instead of ~8 KB as JSON floats). A record that is cut
+short or fails its CRC ends the readable file: ``read`` reports it, ``repair`` cuts it off.
+
+Format 1 (older builds): one ``<crc32, 8 hex digits> <JSON>\\n`` line per record, with
+types selection, feedback and expire and the context as JSON floats. It is read, never
+written: a v1 selection becomes a DecisionRecord with one-hot probabilities, propensity 1,
+no policy parameters, replica "", n 0 and candidate index -1 (not logged then); a v1
+feedback becomes a FeedbackRecord with source application or auto_nll, normalized reward
+and delay unknown (None, nan) and token ""; a v1 expire becomes source "expired". Old
+files are replayed where they are, and new records always go to a new format-2 file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
+import struct
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from laser_serve.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
+MAGIC = b"laser-journal 2\n"
+MAX_BODY = 1 << 26  # 64 MiB: a longer length field is corruption, not a record
+SOURCES = ("application", "auto_nll", "expired", "dropped")  # dropped: by --rebuild filters
+_FRAME = struct.Struct("<II")
+_U32 = struct.Struct("<I")
 
-def encode(record: dict[str, Any]) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), allow_nan=False)
-    return f"{zlib.crc32(body.encode()):08x} {body}\n".encode()
+
+@dataclass(frozen=True, eq=False)
+class DecisionRecord:
+    """One Rerank's choice. ``eligible`` names the arms that could be chosen, in the order of
+    ``probs``; ``chosen`` indexes into it. ``x`` is the context the selector was given."""
+
+    id: str
+    time: float  # unix seconds
+    replica: str  # server.replica_id, or the host name
+    policy: str  # the choosing policy's spec
+    params: dict[str, Any]  # its parameters (Policy.params())
+    eligible: tuple[str, ...]
+    x: np.ndarray  # float32 (dim,)
+    probs: np.ndarray  # float32 (len(eligible),): p(arm | x)
+    chosen: tuple[int, ...]
+    propensity: float  # p of the chosen arm (1.0 for ensemble)
+    n: int  # candidates scored
+    chosen_index: int  # the candidate returned
+    expect_feedback: bool
+    nll_reward: float | None  # mean log-prob of the chosen candidate (auto_feedback)
+
+    @property
+    def chosen_names(self) -> list[str]:
+        return [self.eligible[i] for i in self.chosen]
 
 
-def read(path: Path) -> tuple[list[dict[str, Any]], int, str | None]:
-    """(records, bytes of the good prefix, why the rest is bad or None)."""
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """How a selection ended. ``reward`` is as received (None when none came: expired);
+    ``normalized`` is what the learning policy learned from (None: nothing learned, e.g. an
+    ensemble selection, or unknown in a v1 journal)."""
+
+    id: str
+    time: float
+    source: str  # one of SOURCES
+    reward: float | None
+    normalized: float | None
+    delay: float  # seconds since the decision (nan when unknown)
+    token: str  # name of the bearer token that sent it ("" without token auth)
+
+
+Record = DecisionRecord | FeedbackRecord
+_TYPES: dict[str, type[DecisionRecord] | type[FeedbackRecord]] = {
+    "decision": DecisionRecord,
+    "feedback": FeedbackRecord,
+}
+_NAMES = {cls: name for name, cls in _TYPES.items()}
+
+
+# Per record type, its fields by kind (from the annotations): the codec's whole schema.
+def _kind(annotation: str) -> str:
+    """ "float", "float?" (float | None), "tuple", "np.ndarray", ... from an annotation."""
+    base = annotation.split(" ")[0].split("[")[0]
+    return base + "?" if annotation.endswith("| None") else base
+
+
+_KINDS = {
+    cls: {f.name: _kind(str(f.type)) for f in dataclasses.fields(cls)} for cls in _TYPES.values()
+}
+
+
+def encode(record: Record) -> bytes:
+    """One format-2 frame."""
+    header: dict[str, Any] = {"type": _NAMES[type(record)]}
+    arrays = []
+    for name, kind in _KINDS[type(record)].items():
+        value = getattr(record, name)
+        if kind == "np.ndarray":
+            arrays.append(np.ascontiguousarray(value, dtype="<f4"))
+            header.setdefault("arrays", {})[name] = int(arrays[-1].size)
+        elif kind.startswith("float") and value is not None and not math.isfinite(value):
+            header[name] = None  # nan (unknown); JSON has no nan
+        else:
+            header[name] = value  # json writes tuples as lists
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    body = b"".join([_U32.pack(len(head)), head, *(a.tobytes() for a in arrays)])
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def decode(body: bytes) -> Record:
+    (size,) = _U32.unpack_from(body)
+    header = json.loads(body[4 : 4 + size])
+    cls = _TYPES[header.pop("type")]
+    offset = 4 + size
+    for name, count in header.pop("arrays", {}).items():
+        header[name] = np.frombuffer(body, dtype="<f4", count=count, offset=offset).copy()
+        offset += 4 * count
+    if offset != len(body):
+        raise ValueError(f"{len(body) - offset} bytes after the arrays")
+    for name, kind in _KINDS[cls].items():
+        if kind == "tuple":
+            header[name] = tuple(header[name])
+        elif kind == "float" and header[name] is None:
+            header[name] = math.nan
+    return cls(**header)
+
+
+def read(path: Path, arms: Sequence[str] = ()) -> tuple[list[Record], int, str | None]:
+    """(records, bytes of the good prefix, why the rest is bad or None). ``arms`` names the
+    configured arms, which format-1 records refer to by index."""
     data = path.read_bytes()
-    records, good = [], 0
+    if data.startswith(MAGIC):
+        return _read_v2(data)
+    if MAGIC.startswith(data):  # empty, or the magic itself cut short
+        return [], 0, None if not data else "torn file header"
+    return _read_v1(data, tuple(arms))
+
+
+def _read_v2(data: bytes) -> tuple[list[Record], int, str | None]:
+    framed, good, problem = read_frames(data)
+    return [record for record, _ in framed], good, problem
+
+
+def read_frames(data: bytes) -> tuple[list[tuple[Record, bytes]], int, str | None]:
+    """Each readable record of a format-2 file with its frame bytes (as ``encode`` made
+    them), the bytes of the good prefix, and why the rest is bad or None."""
+    out: list[tuple[Record, bytes]] = []
+    good = len(MAGIC)
+    while good < len(data):
+        if len(data) - good < _FRAME.size:
+            return out, good, f"torn last record at byte {good} (short frame header)"
+        size, crc = _FRAME.unpack_from(data, good)
+        start = good + _FRAME.size
+        if size > MAX_BODY:
+            return out, good, f"corrupt record at byte {good}: length {size}"
+        if start + size > len(data):
+            return out, good, f"torn last record at byte {good} ({size} bytes announced)"
+        body = data[start : start + size]
+        if zlib.crc32(body) != crc:
+            return out, good, f"corrupt record at byte {good}: checksum mismatch"
+        try:
+            out.append((decode(body), data[good : start + size]))
+        except (ValueError, KeyError, TypeError) as exc:
+            return out, good, f"corrupt record at byte {good}: {exc!r}"
+        good = start + size
+    return out, good, None
+
+
+def decode_frame(frame: bytes) -> Record:
+    """The record in one frame that ``encode`` made (already checked when it was read)."""
+    return decode(frame[_FRAME.size :])
+
+
+def _read_v1(data: bytes, arms: tuple[str, ...]) -> tuple[list[Record], int, str | None]:
+    records: list[Record] = []
+    good = 0
     while good < len(data):
         end = data.find(b"\n", good)
         if end < 0:
             return records, good, f"torn last record at byte {good} (no newline)"
-        line = data[good:end]
-        crc, _, body = line.partition(b" ")
+        crc, _, body = data[good:end].partition(b" ")
         try:
             if int(crc, 16) != zlib.crc32(body):
                 raise ValueError("checksum mismatch")
-            records.append(json.loads(body))
-        except ValueError as exc:
+            records.append(from_v1(json.loads(body), arms))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             return records, good, f"corrupt record at byte {good}: {exc}"
         good = end + 1
     return records, good, None
 
 
-def repair(path: Path) -> list[dict[str, Any]]:
+def from_v1(record: dict[str, Any], arms: tuple[str, ...]) -> Record:
+    """A format-1 record (a v1 learner snapshot's pending entries too) as a typed record."""
+    kind = record.get("type", "selection")
+    if kind == "selection":
+        chosen = tuple(int(a) for a in record["arms"])
+        probs = np.zeros(len(arms), dtype=np.float32)
+        probs[list(chosen)] = 1.0
+        nll = record["nll_reward"]
+        return DecisionRecord(
+            id=record["id"],
+            time=float(record["created"]),
+            replica="",
+            policy=record["policy"],
+            params={},
+            eligible=arms,
+            x=np.asarray(record["x"], dtype=np.float32),
+            probs=probs,
+            chosen=chosen,
+            propensity=1.0,
+            n=0,
+            chosen_index=-1,
+            expect_feedback=bool(record["expect_feedback"]),
+            nll_reward=None if nll is None else float(nll),
+        )
+    if kind == "feedback":
+        source = {"app": "application", "nll": "auto_nll"}[record["source"]]
+        return FeedbackRecord(
+            record["id"], float(record["time"]), source, float(record["reward"]), None, math.nan, ""
+        )
+    if kind == "expire":
+        return FeedbackRecord(record["id"], math.nan, "expired", None, None, math.nan, "")
+    raise ValueError(f"unknown record type {kind!r}")
+
+
+def repair(path: Path, arms: Sequence[str] = ()) -> list[Record]:
     """Read the journal and cut a torn or corrupt tail, reporting it in the log."""
-    records, good, problem = read(path)
+    records, good, problem = read(path, arms)
     if problem:
         log.warning("journal %s: %s; cut after %d good records", path, problem, len(records))
         with open(path, "r+b") as f:
@@ -54,56 +258,53 @@ def repair(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def write_frames(f: BinaryIO, frames: Iterable[bytes]) -> None:
+    """Write a whole format-2 file of encoded records to ``f`` (the learner snapshot's
+    pending selections, kept encoded as they were journaled)."""
+    f.write(MAGIC)
+    f.writelines(frames)
+
+
+def segments(folder: Path) -> list[Path]:
+    """The journal files ``journal-<generation>.log`` of a state dir, oldest first."""
+    return sorted(folder.glob("journal-*.log"), key=generation_of)
+
+
+def generation_of(path: Path) -> int:
+    return int(path.stem.rsplit("-", 1)[1])
+
+
+def read_all(folder: Path, arms: Sequence[str] = ()) -> Iterator[tuple[Path, Record]]:
+    """Every readable record of every segment, oldest first, without changing any file
+    (a torn tail, as a running server may have, is reported and skipped)."""
+    for path in segments(folder):
+        records, _, problem = read(path, arms)
+        if problem:
+            log.warning(
+                "journal %s: %s; reading the %d records before it", path, problem, len(records)
+            )
+        for record in records:
+            yield path, record
+
+
 class JournalWriter:
+    """Appends format-2 frames to a new segment file (never to an existing one: its records
+    may already be covered by a snapshot)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._f = open(path, "ab")
+        self._f = open(path, "xb")
+        self._f.write(MAGIC)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        fsync_dir(path.parent)  # a new file's name is only on disk once its folder is
 
-    def append(self, record: dict[str, Any], sync: bool) -> None:
-        """Write one record; with sync it is on disk (fsync) when this returns."""
-        self._f.write(encode(record))
+    def append(self, record: Record | bytes, sync: bool) -> None:
+        """Write one record (or its frame); with sync it is on disk (fsync) on return."""
+        self._f.write(record if isinstance(record, bytes) else encode(record))
         self._f.flush()  # in the OS page cache: survives a killed process
         if sync:
             os.fsync(self._f.fileno())  # on disk: survives a lost machine
 
     def close(self) -> None:
         self._f.close()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def lock_dir(folder: Path) -> int:
-    """Hold an exclusive lock on `folder` for the life of this process (the kernel drops it
-    when the process dies, SIGKILL included), so two servers never append to one journal.
-    Returns the lock's file descriptor; raises ConfigError when another process holds it."""
-    import fcntl
-
-    from laser_serve.errors import ConfigError
-
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise ConfigError(
-            f"server.state_dir {folder} is in use by another laser-serve (pid {holder}); "
-            "give each server its own --state-dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd

@@ -25,9 +25,9 @@ from grpc_reflection.v1alpha import reflection
 from laser_serve import config as config_module
 from laser_serve.api import SERVICE_NAME, pb
 from laser_serve.config import Config
+from laser_serve.durable import atomic_write, lock_dir
 from laser_serve.errors import ConfigError
 from laser_serve.selector import SelectorStateError
-from laser_serve.server import journal
 from laser_serve.server.auth import BearerTokenInterceptor, TokenSource, server_credentials
 from laser_serve.server.learning import Learner
 from laser_serve.server.metrics import Metrics
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--metrics-port", type=int, help="Prometheus port (default 9464; 0: free port; -1: off)"
     )
-    p.add_argument("--generator", choices=["vllm", "hf"], help="generation backend")
+    p.add_argument("--generator", choices=config_module.BACKENDS, help="generation backend")
     p.add_argument("--state-dir", help="where selector state and the journal live")
     p.add_argument(
         "--set",
@@ -84,7 +84,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--port-file", help="write the bound ports here (JSON) once serving")
     p.add_argument("--log-level", default="info")
+    ops = p.add_argument_group("state tools (offline; pass the server's --config and --state-dir)")
+    ops.add_argument(
+        "--inspect",
+        action="store_true",
+        help="print the selector's per-arm statistics and what the journal holds (rewards by "
+        "token and their range); changes nothing",
+    )
+    ops.add_argument(
+        "--rebuild",
+        metavar="NEW_DIR",
+        help="replay the journal of --state-dir into a fresh selector in NEW_DIR, dropping "
+        "the feedback the filters below name; then start the server on NEW_DIR",
+    )
+    ops.add_argument(
+        "--drop-token",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --rebuild: drop feedback sent with this bearer token's name (repeatable)",
+    )
+    ops.add_argument(
+        "--drop-window",
+        metavar="START,END",
+        help="with --rebuild: drop feedback received in [START, END) (ISO 8601, UTC unless "
+        "it has an offset, or unix seconds)",
+    )
+    ops.add_argument(
+        "--keep-rewards",
+        metavar="LO,HI",
+        help="with --rebuild: drop feedback whose raw reward is outside [LO, HI]",
+    )
     return p.parse_args(argv)
+
+
+def offline(args: argparse.Namespace, config: Config) -> int:
+    """--inspect and --rebuild."""
+    from laser_serve.server import offline as tools
+
+    if args.inspect:
+        print(tools.inspect(config))
+        return 0
+    window = args.drop_window and tools.parse_pair(
+        args.drop_window, "--drop-window", tools.parse_time
+    )
+    keep = tools.FeedbackFilter(
+        drop_tokens=frozenset(args.drop_token),
+        drop_window=window or None,
+        reward_range=args.keep_rewards and tools.parse_pair(args.keep_rewards, "--keep-rewards"),
+    )
+    counts = tools.rebuild(config, Path(args.rebuild), keep)
+    print(json.dumps(counts))
+    return 0
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -108,7 +159,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 async def serve(config: Config, port_file: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (returns 0) or until the generator dies (returns 1)."""
-    lock = journal.lock_dir(config.state_dir())  # first: a second server here fails fast
+    lock = lock_dir(config.state_dir())  # first: a second server here fails fast
     try:
         return await _serve(config, port_file)
     finally:
@@ -117,19 +168,63 @@ async def serve(config: Config, port_file: str | None = None) -> int:
 
 async def _serve(config: Config, port_file: str | None) -> int:
     metrics = Metrics()
-    metrics_port = -1
-    if config.server.metrics_port >= 0:
-        try:
-            metrics_port = metrics.serve(config.server.metrics_host, config.server.metrics_port)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {config.server.metrics_host}:"
-                f"{config.server.metrics_port} ({exc.strerror}); pick another --metrics-port"
-            ) from None
-        log.info("metrics on http://%s:%d/metrics", config.server.metrics_host, metrics_port)
-    service = LaserService(config, metrics)
+    metrics_port = _serve_metrics(config, metrics)
+    tokens = TokenSource(config.server)
+    service = LaserService(config, metrics, tokens)
+    server, health_servicer, port = await _start_grpc(config, service, tokens)
+
+    started = time.monotonic()
+    from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
+
+    pipeline = await Pipeline.load(config)
+    learner = Learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
+    await asyncio.get_running_loop().run_in_executor(None, learner.open)
+    service.attach(pipeline, learner)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving %s with policy %s on %d reward models; ready in %.1fs",
+        SERVICE_NAME,
+        learner.policy.name,
+        len(pipeline.arms),
+        time.monotonic() - started,
+    )
+    if port_file:  # for tests and supervisors that start us on free ports
+        atomic_write(Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode())
+
+    await _until_stopped(config, service, learner)
+    log.info(
+        "shutting down: finishing in-flight requests (up to %.0fs)", config.server.shutdown_grace_s
+    )
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(config.server.shutdown_grace_s)
+    learner.close()
+    await pipeline.close()
+    log.info("selector state saved in %s; bye", config.state_dir())
+    return 1 if service.fatal.is_set() else 0
+
+
+def _serve_metrics(config: Config, metrics: Metrics) -> int:
+    """Start the Prometheus endpoint; returns its port (-1: off)."""
     s = config.server
-    tokens = TokenSource(s)
+    if s.metrics_port < 0:
+        return -1
+    try:
+        port = metrics.serve(s.metrics_host, s.metrics_port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {s.metrics_host}:{s.metrics_port} ({exc.strerror}); "
+            "pick another --metrics-port"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", s.metrics_host, port)
+    return port
+
+
+async def _start_grpc(
+    config: Config, service: LaserService, tokens: TokenSource
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """Bind and start gRPC (Laser, health NOT_SERVING, reflection); returns the port."""
+    s = config.server
     interceptors = [BearerTokenInterceptor(tokens, s.auth_health_open)] if tokens.enabled else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -171,28 +266,11 @@ async def _serve(config: Config, port_file: str | None) -> int:
         "tls" if credentials else "plaintext",
         "token auth" if tokens.enabled else "no auth",
     )
+    return server, health_servicer, port
 
-    started = time.monotonic()
-    from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
 
-    pipeline = await Pipeline.load(config)
-    learner = Learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
-    await asyncio.get_running_loop().run_in_executor(None, learner.open)
-    service.attach(pipeline, learner)
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "serving %s with policy %s on %d reward models; ready in %.1fs",
-        SERVICE_NAME,
-        learner.policy.name,
-        len(pipeline.arms),
-        time.monotonic() - started,
-    )
-    if port_file:  # for tests and supervisors that start us on free ports
-        journal.atomic_write(
-            Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode()
-        )
-
+async def _until_stopped(config: Config, service: LaserService, learner: Learner) -> None:
+    """Housekeeping until SIGTERM/SIGINT or until the generator dies."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -202,17 +280,8 @@ async def _serve(config: Config, port_file: str | None) -> int:
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     if service.fatal.is_set():
         log.error("the generator died; stopping so a supervisor can restart the server")
-
-    log.info("shutting down: finishing in-flight requests (up to %.0fs)", s.shutdown_grace_s)
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(s.shutdown_grace_s)
-    housekeeping.cancel()
-    for waiter in waiters:
-        waiter.cancel()
-    learner.close()
-    await pipeline.close()
-    log.info("selector state saved in %s; bye", config.state_dir())
-    return 1 if service.fatal.is_set() else 0
+    for task in (housekeeping, *waiters):
+        task.cancel()
 
 
 async def _housekeeping(config: Config, learner: Learner) -> None:
@@ -224,7 +293,7 @@ async def _housekeeping(config: Config, learner: Learner) -> None:
         await asyncio.sleep(tick)
         await loop.run_in_executor(None, learner.expire, time.time())
         if time.monotonic() - last_snapshot >= config.server.snapshot_interval_s:
-            await loop.run_in_executor(None, learner.snapshot)
+            await loop.run_in_executor(None, learner.snapshot, False)
             last_snapshot = time.monotonic()
 
 
@@ -248,9 +317,9 @@ def health_check(config: Config, timeout: float = 4.0) -> int:
     else:
         channel = grpc.insecure_channel(target)
     tokens = TokenSource(s)
-    metadata = ()
+    metadata: tuple[tuple[str, str], ...] = ()
     if tokens.enabled and not s.auth_health_open and tokens.tokens():
-        metadata = (("authorization", f"Bearer {tokens.tokens()[0].decode()}"),)
+        metadata = (("authorization", f"Bearer {tokens.tokens()[0][1].decode()}"),)
     request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     with channel:
         try:
@@ -293,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.health_check:
             return health_check(config)
+        if args.inspect or args.rebuild:
+            return offline(args, config)
         return asyncio.run(serve(config, args.port_file))
     except (ConfigError, SelectorStateError) as exc:
         print(f"laser-serve: {exc}", file=sys.stderr)

@@ -22,7 +22,8 @@ from laser_serve.api import SERVICE_NAME, pb, rpc
 from laser_serve.config import Config
 from laser_serve.errors import ConfigError, Overloaded
 from laser_serve.generation import PromptError
-from laser_serve.pipeline import Pipeline, Trace
+from laser_serve.pipeline import Pipeline, RerankInput, RerankResult, Trace
+from laser_serve.server.auth import TokenSource
 from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound
 from laser_serve.server.metrics import Metrics
 from laser_serve.server.validation import InvalidArgument, parse_feedback, parse_rerank
@@ -38,11 +39,32 @@ class Malformed:
         self.type_name, self.error = type_name, error
 
 
-def _parse(cls: type, data: bytes) -> Any:
+def _parse(cls: Any, data: bytes) -> Any:
     try:
         return cls.FromString(data)
     except Exception as exc:  # DecodeError, invalid UTF-8, ...: the caller's fault
         return Malformed(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+
+class RateLimit:
+    """A token bucket per key (a bearer token's name): ``rate`` calls per second on average,
+    bursts of up to 10 seconds' worth. rate 0: no limit."""
+
+    BURST_S = 10.0
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+
+    def allow(self, key: str) -> bool:
+        if self.rate <= 0:
+            return True
+        now, capacity = time.monotonic(), max(1.0, self.rate * self.BURST_S)
+        tokens, last = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
 
 def add_to_server(service: LaserService, server: grpc.aio.Server) -> None:
@@ -112,12 +134,14 @@ def _handle(method: str) -> Callable[..., Any]:
 
 
 class LaserService(rpc.LaserServicer):
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, tokens: TokenSource | None = None):
         self.config = config
         self.metrics = metrics
+        self.tokens = tokens if tokens is not None and tokens.enabled else None
         self.pipeline: Pipeline | None = None
         self.learner: Learner | None = None
         self._inflight = 0
+        self._feedback_rate = RateLimit(config.server.feedback_rate_per_token)
         self.fatal = asyncio.Event()  # set when the server can no longer serve
 
     def attach(self, pipeline: Pipeline, learner: Learner) -> None:
@@ -153,28 +177,42 @@ class LaserService(rpc.LaserServicer):
         except asyncio.CancelledError:  # client deadline or cancellation
             self.metrics.stage_cut.labels(trace.stage).inc()
             raise
-        chosen = result.candidates[result.chosen_index]
-        rm_names = [self.pipeline.arms[a] for a in result.arms]
         selection_id = self.learner.record(
-            result.arms,
-            policy.name,
+            policy,
+            result.decision,
             result.context,
-            request.expect_feedback,
-            nll_reward=chosen.mean_logprob,
+            n=len(result.candidates),
+            chosen_index=result.chosen_index,
+            expect_feedback=request.expect_feedback,
+            nll_reward=result.candidates[result.chosen_index].mean_logprob,
         )
+        self._observe(request, inp, policy.name, result)
+        response = self._response(request, policy.name, result, selection_id)
+        response.timings.total_seconds = time.perf_counter() - started
+        return response
 
+    def _observe(
+        self, request: pb.RerankRequest, inp: RerankInput, policy: str, result: RerankResult
+    ) -> None:
         m = self.metrics
         for stage, seconds in result.timings.items():
             if stage != "generate" or not inp.candidates:
                 m.stage_duration.labels(stage).observe(seconds)
-        for name in rm_names:
-            m.rm_selected.labels(name, policy.name).inc()
+        for a in result.arms:
+            m.rm_selected.labels(self._arm_name(a), policy).inc()
         for name, seconds in result.rm_seconds.items():
             m.rm_score_duration.labels(name).observe(seconds)
         if not inp.candidates:
             m.generated_tokens.inc(sum(c.token_count for c in result.candidates))
         m.rerank_tasks.labels(request.task or "default").inc()
 
+    def _arm_name(self, arm: int) -> str:
+        assert self.pipeline is not None
+        return self.pipeline.arms[arm]
+
+    def _response(
+        self, request: pb.RerankRequest, policy: str, result: RerankResult, selection_id: str
+    ) -> pb.RerankResponse:
         candidates = []
         for i, c in enumerate(result.candidates):
             msg = pb.Candidate(
@@ -192,16 +230,15 @@ class LaserService(rpc.LaserServicer):
         response = pb.RerankResponse(
             selection_id=selection_id,
             chosen_index=result.chosen_index,
-            chosen_text=chosen.text,
-            reward_models=rm_names,
-            policy=policy.name,
+            chosen_text=result.candidates[result.chosen_index].text,
+            reward_models=[self._arm_name(a) for a in result.arms],
+            policy=policy,
             candidates=candidates,
             timings=pb.StageTimings(
                 generate_seconds=t["generate"],
                 encode_seconds=t["encode"],
                 select_seconds=t["select"],
                 score_seconds=t["score"],
-                total_seconds=time.perf_counter() - started,
                 rm_seconds=result.rm_seconds,
             ),
             truncated=result.truncated,
@@ -214,10 +251,18 @@ class LaserService(rpc.LaserServicer):
     async def Feedback(self, request: pb.FeedbackRequest, context: Any) -> pb.FeedbackResponse:
         assert self.learner is not None
         selection_id, reward = parse_feedback(request)
+        token = ""
+        if self.tokens is not None:  # the interceptor let the call in: its token matches
+            token = self.tokens.match(context.invocation_metadata()) or ""
+        if not self._feedback_rate.allow(token):
+            raise Overloaded(
+                f"more than {self.config.server.feedback_rate_per_token:g} Feedback calls per "
+                "second with this token (server.feedback_rate_per_token); retry with backoff"
+            )
         loop = asyncio.get_running_loop()
         # Journal fsync happens inside: keep it off the event loop.
         credited, normalized = await loop.run_in_executor(
-            None, self.learner.feedback, selection_id, reward
+            None, self.learner.feedback, selection_id, reward, token
         )
         return pb.FeedbackResponse(
             reward_model=credited,

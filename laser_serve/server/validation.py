@@ -6,19 +6,14 @@ import math
 import re
 
 from laser_serve.api import pb
-from laser_serve.config import Config
-from laser_serve.generation import Sampling
+from laser_serve.config import Config, ServerConfig
+from laser_serve.errors import InvalidArgument
+from laser_serve.generation import MIN_PROMPT_TOKENS, Sampling
 from laser_serve.pipeline import RerankInput
 
 ROLES = ("system", "user", "assistant")
 MAX_STOP_STRINGS = 16
 SELECTION_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class InvalidArgument(ValueError):
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 def _require(ok: bool, field: str, problem: str) -> None:
@@ -27,42 +22,65 @@ def _require(ok: bool, field: str, problem: str) -> None:
 
 
 def parse_rerank(request: pb.RerankRequest, config: Config) -> RerankInput:
-    s, g = config.server, config.generator
+    s = config.server
+    messages = _messages(request, s)
+    _require(
+        len(request.context_text) <= s.max_prompt_chars,
+        "context_text",
+        f"exceeds the limit of {s.max_prompt_chars} characters",
+    )
+    candidates = _candidates(request, s)
+    sampling = _sampling(request.sampling, config)
+    _require(
+        not request.task or request.task in s.tasks,
+        "task",
+        f"{request.task!r} is not an allowed task; allowed: {', '.join(s.tasks)}",
+    )
+    return RerankInput(
+        prompt=None if messages else request.prompt,
+        messages=messages or None,
+        sampling=sampling,
+        candidates=candidates,
+        context_text=request.context_text,
+        score_with_all=request.score_with_all,
+    )
+
+
+def _messages(request: pb.RerankRequest, s: ServerConfig) -> list[dict[str, str]]:
+    """The chat messages (empty for a plain prompt, which is checked here too)."""
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
-    if messages:
-        _require(not request.prompt, "prompt", "give either prompt or messages, not both")
-        _require(
-            len(messages) <= s.max_messages,
-            "messages",
-            f"at most {s.max_messages} messages are allowed, got {len(messages)}",
-        )
-        for i, m in enumerate(messages):
-            _require(m["role"] in ROLES, f"messages[{i}].role", f"must be one of {ROLES}")
-            _require(bool(m["content"].strip()), f"messages[{i}].content", "must not be empty")
-        _require(
-            messages[-1]["role"] != "assistant",
-            "messages",
-            "the last message must be from the user or system, not the assistant",
-        )
-        size = sum(len(m["content"]) for m in messages)
-        _require(
-            size <= s.max_prompt_chars,
-            "messages",
-            f"{size} characters exceed the limit of {s.max_prompt_chars}",
-        )
-    else:
+    if not messages:
         _require(bool(request.prompt.strip()), "prompt", "must not be empty (or send messages)")
         _require(
             len(request.prompt) <= s.max_prompt_chars,
             "prompt",
             f"{len(request.prompt)} characters exceed the limit of {s.max_prompt_chars}",
         )
+        return messages
+    _require(not request.prompt, "prompt", "give either prompt or messages, not both")
     _require(
-        len(request.context_text) <= s.max_prompt_chars,
-        "context_text",
-        f"exceeds the limit of {s.max_prompt_chars} characters",
+        len(messages) <= s.max_messages,
+        "messages",
+        f"at most {s.max_messages} messages are allowed, got {len(messages)}",
     )
+    for i, m in enumerate(messages):
+        _require(m["role"] in ROLES, f"messages[{i}].role", f"must be one of {ROLES}")
+        _require(bool(m["content"].strip()), f"messages[{i}].content", "must not be empty")
+    _require(
+        messages[-1]["role"] != "assistant",
+        "messages",
+        "the last message must be from the user or system, not the assistant",
+    )
+    size = sum(len(m["content"]) for m in messages)
+    _require(
+        size <= s.max_prompt_chars,
+        "messages",
+        f"{size} characters exceed the limit of {s.max_prompt_chars}",
+    )
+    return messages
 
+
+def _candidates(request: pb.RerankRequest, s: ServerConfig) -> list[str]:
     candidates = list(request.candidates)
     _require(
         len(candidates) <= s.max_candidates,
@@ -72,8 +90,12 @@ def parse_rerank(request: pb.RerankRequest, config: Config) -> RerankInput:
     for i, c in enumerate(candidates):
         _require(bool(c.strip()), f"candidates[{i}]", "must not be empty")
         _require(len(c) <= s.max_prompt_chars, f"candidates[{i}]", "is too long")
+    return candidates
 
-    sp = request.sampling
+
+def _sampling(sp: pb.SamplingParams, config: Config) -> Sampling:
+    """Sampling parameters, unset ones from the generator defaults."""
+    s, g = config.server, config.generator
     n = sp.n or g.default_n
     _require(1 <= n <= s.max_n, "sampling.n", f"must be between 1 and {s.max_n}, got {sp.n}")
     temperature = sp.temperature if sp.HasField("temperature") else g.default_temperature
@@ -93,7 +115,7 @@ def parse_rerank(request: pb.RerankRequest, config: Config) -> RerankInput:
         f"must be between 1 and {s.max_new_tokens}, got {sp.max_tokens}",
     )
     _require(
-        max_tokens <= g.max_model_len - 16,
+        max_tokens <= g.max_model_len - MIN_PROMPT_TOKENS,
         "sampling.max_tokens",
         f"leaves no room for the prompt in the {g.max_model_len}-token window",
     )
@@ -104,26 +126,13 @@ def parse_rerank(request: pb.RerankRequest, config: Config) -> RerankInput:
     )
     for i, stop in enumerate(sp.stop):
         _require(bool(stop), f"sampling.stop[{i}]", "must not be empty")
-    _require(
-        not request.task or request.task in s.tasks,
-        "task",
-        f"{request.task!r} is not an allowed task; allowed: {', '.join(s.tasks)}",
-    )
-
-    return RerankInput(
-        prompt=None if messages else request.prompt,
-        messages=messages or None,
-        sampling=Sampling(
-            n=n,
-            temperature=float(temperature),
-            top_p=float(top_p),
-            max_tokens=max_tokens,
-            seed=sp.seed if sp.HasField("seed") else None,
-            stop=tuple(sp.stop),
-        ),
-        candidates=candidates,
-        context_text=request.context_text,
-        score_with_all=request.score_with_all,
+    return Sampling(
+        n=n,
+        temperature=float(temperature),
+        top_p=float(top_p),
+        max_tokens=max_tokens,
+        seed=sp.seed if sp.HasField("seed") else None,
+        stop=tuple(sp.stop),
     )
 
 

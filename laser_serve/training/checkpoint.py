@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
 from laser_serve.selector import Policy
-from laser_serve.server.journal import atomic_write
 from laser_serve.training.policy import TrainablePolicy
 
 LATEST = "latest"
@@ -30,7 +30,8 @@ LATEST = "latest"
 def rng_state() -> dict[str, Any]:
     """Python and numpy global RNG states as JSON (torch's goes to rng.pt)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert not isinstance(keys, str)  # legacy=True: the MT19937 tuple
     return {
         "python": [version, list(internal), gauss],
         "numpy": [kind, keys.tolist(), pos, has_gauss, cached],

@@ -1,7 +1,7 @@
 """`laser-train`: LASeR's offline iterative DPO training with a bandit-chosen reward model.
 
-Every TrainConfig field is a flag (--batch-size for batch_size); its help is the field's
-comment in training/config.py. Examples:
+Every TrainConfig field is a flag (--batch-size for batch_size), with the field's help text
+and allowed values from training/config.py. Examples:
 
   laser-train --data gsm8k --iterations 1 --batch-size 2 --n 4 --max-steps 8 --out runs/a
   laser-train --policy fixed:smol-judge --verifier --out runs/b
@@ -12,24 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
-import re
 import sys
 import typing
 from typing import Any
 
 from laser_serve.errors import ConfigError
-from laser_serve.training import config as config_module
 from laser_serve.training.config import TrainConfig
-
-_COMMENT = re.compile(r"^\s+(\w+): [^=]+=.*?#\s*(.+)$")
-
-
-def _field_help() -> dict[str, str]:
-    """Field comments of TrainConfig, so the flags' help and the config stay one text."""
-    source = inspect.getsource(config_module)
-    return {m[1]: m[2] for line in source.splitlines() if (m := _COMMENT.match(line))}
 
 
 def _csv(value: str) -> list[str]:
@@ -43,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    helps = _field_help()
     hints = typing.get_type_hints(TrainConfig)
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
-        text = helps.get(f.name, "")
+        text = f.metadata["help"]
+        if f.metadata["choices"]:
+            text += f"; one of: {', '.join(f.metadata['choices'])}"
         hint = hints[f.name]
         if hint is bool:
             parser.add_argument(

@@ -10,6 +10,7 @@ share an arm, so no prompt is trained on an RM chosen for another prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import statistics
@@ -21,15 +22,15 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from laser_serve.config import RewardModelConfig
+from laser_serve.config import RewardModelConfig, make_selector
 from laser_serve.devices import pick
+from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
 from laser_serve.generation.base import Candidate, Prompt, Sampling
 from laser_serve.rewards import RewardModel, ScoreRequest
-from laser_serve.selector import Policy, batch_context, make_policy
-from laser_serve.server.journal import atomic_write
+from laser_serve.selector import Policy, batch_context
 from laser_serve.training import checkpoint
-from laser_serve.training.config import GROUPINGS, RESUMABLE_CHANGES, TrainConfig
+from laser_serve.training.config import RESUMABLE_CHANGES, TrainConfig
 from laser_serve.training.data import Dataset, Example, load_dataset
 from laser_serve.training.evaluate import evaluate
 from laser_serve.training.losses import build_pairs
@@ -146,8 +147,6 @@ def train_step(run: Run, examples: list[Example], state: dict[str, Any]) -> list
         }
         if pairs:
             loss = policy.preference_step(pairs, run.optimizer)
-            # The ensemble learns nothing; updating every arm keeps its per-RM stats honest.
-            normalized = [run.selector.update(a, x, -loss.loss) for a in arms][0]
             state["updates"] += 1
             record.update(
                 update=state["updates"],
@@ -155,7 +154,7 @@ def train_step(run: Run, examples: list[Example], state: dict[str, Any]) -> list
                 dpo=loss.dpo,
                 nll=loss.nll,
                 reward=-loss.loss,
-                reward_normalized=normalized,
+                reward_normalized=reward_selector(run.selector, arms, x, -loss.loss, record),
             )
         else:  # every candidate tied: no preference, so no step and no bandit reward
             state["skipped"] += 1
@@ -173,6 +172,23 @@ def train_step(run: Run, examples: list[Example], state: dict[str, Any]) -> list
             "total": total,
         }
     return records
+
+
+def reward_selector(
+    selector: Policy, arms: tuple[int, ...], x: np.ndarray, reward: float, record: dict[str, Any]
+) -> float | None:
+    """Teach the selector the step's reward; returns the normalized reward of the first arm.
+    A reward the selector refuses (a NaN or overflowing loss: it would make its state
+    non-finite) teaches nothing and is noted in the step's log record."""
+    normalized = None
+    for a in arms:  # the ensemble learns nothing; updating every arm keeps per-RM stats honest
+        try:
+            rn = selector.update(a, x, reward)
+        except ValueError as exc:
+            record["selector_refused"] = str(exc)
+            continue
+        normalized = rn if normalized is None else normalized
+    return normalized
 
 
 def rank(
@@ -220,18 +236,22 @@ def choose_groups(
 
 def _validate(cfg: TrainConfig) -> None:
     checks = [
-        (cfg.grouping in GROUPINGS, f"--grouping must be one of {', '.join(GROUPINGS)}"),
         (cfg.n >= 2, "--n must be at least 2 (a pair needs two responses)"),
         (cfg.pairs >= 1, "--pairs must be at least 1"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
         (cfg.iterations >= 1, "--iterations must be at least 1"),
         (cfg.temperature > 0, "--temperature must be > 0 (sampling needs variety)"),
         (cfg.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-        (
-            cfg.reward_norm in ("none", "quantile", "minmax"),
-            "--reward-norm must be none, quantile or minmax",
-        ),
     ]
+    for f in dataclasses.fields(cfg):  # the allowed values each field declares
+        choices = f.metadata["choices"]
+        flag = "--" + f.name.replace("_", "-")
+        checks.append(
+            (
+                not choices or getattr(cfg, f.name) in choices,
+                f"{flag} must be one of " + ", ".join(choices),
+            )
+        )
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -239,17 +259,7 @@ def _validate(cfg: TrainConfig) -> None:
 
 def _make_selector(cfg: TrainConfig, arms: list[str], dim: int) -> Policy:
     try:
-        return make_policy(
-            cfg.policy,
-            arms,
-            dim,
-            seed=cfg.seed,
-            alpha=cfg.alpha,
-            lam=cfg.lam,
-            normalize=cfg.normalize_context,
-            reward_norm=cfg.reward_norm,
-            window=cfg.window,
-        )
+        return make_selector(cfg.selector(), arms, dim)
     except ValueError as exc:
         raise ConfigError(f"--policy {cfg.policy}: {exc}") from None
 

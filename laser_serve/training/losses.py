@@ -10,7 +10,7 @@ import numpy as np
 
 
 def build_pairs(
-    scores: Sequence[float], max_pairs: int, texts: Sequence[str] | None = None
+    scores: Sequence[float] | np.ndarray, max_pairs: int, texts: Sequence[str] | None = None
 ) -> list[tuple[int, int]]:
     """(chosen, rejected) candidate indices for one prompt: best vs worst, second best vs
     second worst, and so on inward, at most `max_pairs`. Tied scores carry no preference, so

@@ -140,15 +140,15 @@ class TrainablePolicy:
 
         rows = [(p.prompt.token_ids, p.chosen) for p in chunk]
         rows += [(p.prompt.token_ids, p.rejected) for p in chunk]
-        width = max(len(a) + len(b) for a, b in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        loss_mask = torch.zeros_like(ids)
-        for i, (prompt, response) in enumerate(rows):
-            n = len(prompt) + len(response)
-            ids[i, :n] = torch.tensor(prompt + response)
-            attention[i, :n] = 1
-            loss_mask[i, len(prompt) : n] = 1
+        batch = self.tokenizer.pad(
+            {"input_ids": [list(prompt) + list(response) for prompt, response in rows]},
+            padding_side="right",
+            return_tensors="pt",
+        )
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        # The response tokens: past the prompt and not padding.
+        starts = torch.tensor([len(prompt) for prompt, _ in rows])[:, None]
+        loss_mask = attention * (torch.arange(ids.shape[1])[None, :] >= starts)
         first = min(len(p) for p, _ in rows) - 1  # the first position whose logits matter
         dev = self.device
         return ids.to(dev), attention.to(dev), loss_mask.to(dev), first

@@ -13,20 +13,28 @@ KERNELS = ["full", "sym"]
 
 
 def _trained(kernel: str, d: int = 24, k: int = 3, n: int = 1000, seed: int = 0, **kw) -> LinUCB:
+    return _trained_with_gram(kernel, d, k, n, seed, **kw)[0]
+
+
+def _trained_with_gram(
+    kernel: str, d: int = 24, k: int = 3, n: int = 1000, seed: int = 0, **kw
+) -> tuple[LinUCB, np.ndarray]:
+    """The policy and Σ x xᵀ per arm, accumulated here (LinUCB keeps only A⁻¹)."""
     rng = np.random.default_rng(seed)
     p = LinUCB([f"a{i}" for i in range(k)], d, kernel=kernel, **kw)
+    gram = np.zeros((k, d, d))
     for _ in range(n):
-        x = rng.standard_normal(d)
-        p.update(int(rng.integers(k)), x, float(rng.standard_normal()))
-    return p
+        x, arm = rng.standard_normal(d), int(rng.integers(k))
+        p.update(arm, x, float(rng.standard_normal()))
+        gram[arm] += np.outer(x, x)
+    return p, gram
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_incremental_inverse_matches_explicit_inverse(kernel):
     lam = 1.0
-    p = _trained(kernel, lam=lam)
-    gram = p.sufficient_stats()["gram"]
-    b = p.sufficient_stats()["b"]
+    p, gram = _trained_with_gram(kernel, lam=lam)
+    b = p.state_dict()["arrays"]["b"]
     exact = np.linalg.inv(gram + lam * np.eye(p.context_dim))
     assert np.abs(p.a_inv - exact).max() < 1e-8
     theta_exact = np.einsum("kij,kj->ki", exact, b)

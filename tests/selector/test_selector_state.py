@@ -1,4 +1,4 @@
-"""Save/load round trips, refusals with clear messages, corrupt files, and merge."""
+"""Save/load round trips, refusals with clear messages, corrupt files, older states."""
 
 from __future__ import annotations
 
@@ -203,40 +203,15 @@ def test_failed_save_keeps_old_file(tmp_path, monkeypatch):
     assert oct(path.stat().st_mode & 0o777) == oct(0o640)  # replacing keeps the mode
 
 
-@pytest.mark.parametrize("kernel", ["full", "sym"])
-def test_merge_equals_training_on_the_union(kernel):
-    d, rng = 6, np.random.default_rng(0)
-    data = [
-        (int(rng.integers(3)), rng.standard_normal(d), float(rng.standard_normal()))
-        for _ in range(600)
-    ]
-    a, b, union = (LinUCB(ARMS, d, kernel=kernel) for _ in range(3))
-    for i, (arm, x, r) in enumerate(data):
-        (a if i % 2 else b).update(arm, x, r)
-        union.update(arm, x, r)
-    a.merge(b)
-    sa, su = a.sufficient_stats(), union.sufficient_stats()
-    np.testing.assert_array_equal(sa["pulls"], su["pulls"])
-    for key in ("gram", "b", "reward_sum", "norm_reward_sum"):
-        np.testing.assert_allclose(sa[key], su[key], rtol=1e-10, atol=1e-10, err_msg=key)
-    np.testing.assert_allclose(a.a_inv, union.a_inv, atol=1e-8)
-    np.testing.assert_allclose(a.theta, union.theta, atol=1e-8)
-    X = rng.standard_normal((100, d))
-    assert a.select_batch(X).tolist() == union.select_batch(X).tolist()
-    assert a.stats()[0].pulls == union.stats()[0].pulls
-
-
-def test_merge_refuses_mismatch_and_merges_baseline_stats():
-    with pytest.raises(ValueError, match="arm names differ"):
-        LinUCB(ARMS, 4).merge(LinUCB(["x", "y", "z"], 4))
-    with pytest.raises(ValueError, match="projection differs"):
-        LinUCB(ARMS, 4).merge(LinUCB(ARMS, 4, project_to=2))
-    with pytest.raises(ValueError, match="cannot merge"):
-        LinUCB(ARMS, 4).merge(make_policy("random", ARMS, 4))
-    a, b = make_policy("epsilon-greedy", ARMS, 4), make_policy("epsilon-greedy", ARMS, 4)
-    a.update("rm_a", np.zeros(4), 1.0)
-    b.update("rm_a", np.zeros(4), 3.0)
-    b.update("rm_c", np.zeros(4), 5.0)
-    a.merge(b)
-    stats = a.stats()
-    assert (stats[0].pulls, stats[0].mean_reward, stats[2].pulls) == (2, 2.0, 1)
+def test_state_saved_with_the_old_gram_matrix_still_loads(tmp_path):
+    """Builds before merge was removed also saved Σxxᵀ ("gram"); such a state loads and the
+    matrix is dropped."""
+    a = _train(LinUCB(ARMS, 5))
+    sd = a.state_dict()
+    arrays = {**sd["arrays"], "gram": np.zeros((3, 5, 5))}
+    header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
+    state_mod.write_state(tmp_path / "old.npz", header, arrays)
+    b = LinUCB(ARMS, 5)
+    b.load(tmp_path / "old.npz")
+    assert "gram" not in b.state_dict()["arrays"]
+    _assert_same_future(a, b)

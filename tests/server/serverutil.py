@@ -68,3 +68,54 @@ def server_config(tmp: Path, tiny_rm: Path, extra: str = "") -> Path:
     """)
     )
     return path
+
+
+# Three light arms (one MiniLM, shared) start in seconds: for tests about learning, not RMs.
+LIGHT_ARMS = ("sim-a", "sim-b", "sim-c")
+
+
+def light_config(tmp: Path, extra: str = "") -> Path:
+    path = tmp / "light.toml"
+    rms = "".join(
+        f'[[reward_models]]\nname = "{name}"\nkind = "embedding"\n'
+        f'model = "builtin:all-minilm-l6-v2"\nmax_length = {32 * (i + 1)}\n\n'
+        for i, name in enumerate(LIGHT_ARMS)
+    )
+    path.write_text(textwrap.dedent(extra) + "\n" + rms)
+    return path
+
+
+def assert_state_finite(stub) -> None:
+    """Every per-arm statistic the server reports is finite."""
+    import math
+
+    from laser_serve.api import pb
+
+    state = stub.GetSelectorState(pb.GetSelectorStateRequest())
+    for arm in state.arms:
+        assert math.isfinite(arm.mean_reward), arm
+        assert math.isfinite(arm.last_update_unix), arm
+
+
+def learns_favoured_arm(stub, favoured: str, rounds: int = 60, tail: int = 20) -> float:
+    """LinUCB Reranks whose feedback is 1 when ``favoured`` was chosen, else 0; returns how
+    often the last ``tail`` picks were ``favoured``."""
+    from laser_serve.api import pb
+    from laser_serve.client import rerank_request
+
+    picks = []
+    for i in range(rounds):
+        question = f"Which answer fits question {i % 7}?"
+        resp = stub.Rerank(
+            rerank_request(
+                question, candidates=["yes", "no"], context_text=question, expect_feedback=True
+            ),
+            timeout=120,
+        )
+        chosen = resp.reward_models[0]
+        stub.Feedback(
+            pb.FeedbackRequest(selection_id=resp.selection_id, reward=float(chosen == favoured)),
+            timeout=60,
+        )
+        picks.append(chosen == favoured)
+    return sum(picks[-tail:]) / tail

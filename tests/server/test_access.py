@@ -4,6 +4,7 @@ queue limit): tokens, their rotation, the health-check CLI, the state-dir lock, 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from laser_serve.api import pb, rpc
+from laser_serve.server import journal
+from laser_serve.server.journal import FeedbackRecord
 from laser_serve.server.testing import ServerProcess
 
 
@@ -54,6 +57,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 QUEUE_S = 0.05
+FEEDBACK_RATE = 0.1  # per second per token: a burst of 1, then one per 10 s
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +65,13 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     tmp = tmp_path_factory.mktemp("secured")
     cert, key = self_signed(tmp)
     tokens = tmp / "tokens"
-    tokens.write_text("first-token\nsecond-token\n")
+    tokens.write_text("first-token\nsecond-token\nalice:alice-secret\nbob:bob-secret\n")
     settings = [
         f"server.tls_cert={cert}",
         f"server.tls_key={key}",
         f"server.auth_tokens_file={tokens}",
         f"server.max_queue_s={QUEUE_S}",
+        f"server.feedback_rate_per_token={FEEDBACK_RATE}",
     ]
     server = ServerProcess(
         ["--generator", "hf", *[a for s in settings for a in ("--set", s)]],
@@ -112,6 +117,51 @@ def test_tls_and_tokens(secured: dict[str, Any]) -> None:
     with grpc.insecure_channel(secured["server"].target) as plain:  # TLS is required
         with pytest.raises(grpc.RpcError):
             health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+
+
+def _rerank(stub: rpc.LaserStub, token: str) -> pb.RerankResponse:
+    request = pb.RerankRequest(
+        prompt="Say hi.", candidates=["hi", "bye"], policy="fixed:minilm-sim", expect_feedback=True
+    )
+    for _ in range(5):  # the 50 ms queue limit can refuse a call on a busy machine
+        try:
+            return stub.Rerank(request, metadata=_bearer(token), timeout=120)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+    raise AssertionError("Rerank refused five times")
+
+
+def test_feedback_journals_the_token_name_never_the_secret(secured: dict[str, Any]) -> None:
+    stub = secured["stub"]
+    plain = "sha256:" + hashlib.sha256(b"second-token").hexdigest()[:8]
+    for token in ("alice-secret", "second-token"):
+        resp = _rerank(stub, token)
+        stub.Feedback(
+            pb.FeedbackRequest(selection_id=resp.selection_id, reward=1.0), metadata=_bearer(token)
+        )
+    state = Path(secured["server"].state_dir)
+    tokens = [r.token for _, r in journal.read_all(state) if isinstance(r, FeedbackRecord)]
+    assert tokens[-2:] == ["alice", plain]
+    for path in state.iterdir():
+        data = path.read_bytes()
+        assert b"alice-secret" not in data and b"second-token" not in data, path
+
+
+def test_feedback_rate_per_token(secured: dict[str, Any]) -> None:
+    stub = secured["stub"]
+
+    def feedback(token: str) -> grpc.StatusCode:
+        try:
+            stub.Feedback(
+                pb.FeedbackRequest(selection_id="0" * 32, reward=1.0), metadata=_bearer(token)
+            )
+        except grpc.RpcError as exc:
+            return exc.code()
+        return grpc.StatusCode.OK
+
+    assert feedback("bob-secret") == grpc.StatusCode.NOT_FOUND  # passes the limit
+    assert feedback("bob-secret") == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert feedback("first-token") == grpc.StatusCode.NOT_FOUND  # other clients still pass
 
 
 def test_tokens_rotate_without_restart(secured: dict[str, Any]) -> None:

@@ -81,7 +81,7 @@ def test_sigkill_loop_keeps_exactly_the_acknowledged_feedback(tmp_path: Path) ->
                 except grpc.RpcError:
                     break
                 waiting.append(
-                    (resp.selection_id, resp.reward_models[0], round(rng.uniform(-1, 1), 3))
+                    (resp.selection_id, resp.reward_models[0], round(rng.uniform(0, 1), 3))
                 )
         killer.join()
         server.kill()

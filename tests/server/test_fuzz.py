@@ -1,14 +1,21 @@
 """Random and malformed messages for every RPC get a well-formed status, never an uncaught
-exception's UNKNOWN or INTERNAL, and the server keeps serving."""
+exception's UNKNOWN or INTERNAL; after them the selector state is finite and the server keeps
+serving and choosing sensibly."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import grpc
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from serverutil import LIGHT_ARMS, assert_state_finite, learns_favoured_arm, light_config
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
+from laser_serve.server.testing import ServerProcess
 
 METHODS = {m.name: m for m in pb.DESCRIPTOR.services_by_name["Laser"].methods}
 WELL_FORMED = {
@@ -44,9 +51,10 @@ def call_raw(channel: grpc.Channel, method: str, payload: bytes) -> grpc.StatusC
 
 @FUZZ
 @given(method=st.sampled_from(sorted(METHODS)), payload=st.binary(max_size=300))
-def test_raw_bytes(server, method: str, payload: bytes) -> None:
+def test_raw_bytes(server, stub: rpc.LaserStub, method: str, payload: bytes) -> None:
     with grpc.insecure_channel(server.target) as channel:
         assert call_raw(channel, method, payload) in WELL_FORMED
+    assert_state_finite(stub)
 
 
 @FUZZ
@@ -91,6 +99,7 @@ def test_rerank_fields(
         stub.Rerank(req, timeout=2)
     except grpc.RpcError as err:
         assert err.code() in WELL_FORMED, err.details()
+    assert_state_finite(stub)
 
 
 @FUZZ
@@ -100,6 +109,63 @@ def test_feedback_fields(stub: rpc.LaserStub, selection_id: str, reward: float) 
         stub.Feedback(pb.FeedbackRequest(selection_id=selection_id, reward=reward), timeout=2)
     except grpc.RpcError as err:
         assert err.code() in WELL_FORMED, err.details()
+    assert_state_finite(stub)
+
+
+@pytest.fixture(scope="module", params=["none", "quantile"])
+def light(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[rpc.LaserStub]:
+    """A server of its own (the feedback below teaches its selector), per reward_norm: the
+    reward contract refuses out-of-range rewards, quantile normalization accepts them."""
+    tmp: Path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    config = light_config(tmp, f'[selector]\nreward_norm = "{request.param}"\n')
+    server = ServerProcess(
+        ["--config", str(config), "--generator", "hf"], str(tmp / "s"), tmp / "log"
+    )
+    with grpc.insecure_channel(server.start(timeout=300)) as channel:
+        stub = rpc.LaserStub(channel)
+        stub.reward_norm = request.param  # type: ignore[attr-defined]
+        yield stub
+    assert server.stop() == 0, server.log_tail()
+
+
+rewards = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, -1e308, 1.7976931348623157e308, 5e-324, 0.0, 1.0]),
+)
+
+
+@settings(FUZZ, max_examples=40)
+@given(
+    policy=st.sampled_from(
+        ["", "random", "round-robin", "ensemble", *(f"fixed:{a}" for a in LIGHT_ARMS)]
+    ),
+    reward=rewards,
+    again=st.one_of(st.none(), rewards),
+)
+def test_feedback_on_real_selections_keeps_the_state_finite(light, policy, reward, again) -> None:
+    """Any reward, for selections of any policy, twice or once: the statuses are well formed
+    and every statistic stays finite."""
+    resp = light.Rerank(
+        rerank_request("Fuzz me?", candidates=["a", "b"], policy=policy), timeout=60
+    )
+    for r in (reward, again):
+        if r is None:
+            continue
+        try:
+            light.Feedback(pb.FeedbackRequest(selection_id=resp.selection_id, reward=r), timeout=10)
+        except grpc.RpcError as err:
+            assert err.code() in WELL_FORMED, err.details()
+    assert_state_finite(light)
+
+
+def test_light_server_still_chooses_sensibly_after_the_fuzz(light) -> None:
+    if light.reward_norm == "none":  # the contract kept every extreme reward out
+        assert learns_favoured_arm(light, "sim-c") >= 0.8
+    else:  # extremes fill the quantile window: learning waits until they leave it
+        for _ in range(6):
+            resp = light.Rerank(rerank_request("Still sensible?", candidates=["a", "b"]))
+            assert len(resp.reward_models) == 1 and resp.reward_models[0] in LIGHT_ARMS
+    assert_state_finite(light)
 
 
 def test_invalid_utf8_is_invalid_argument(server) -> None:
