@@ -18,6 +18,7 @@ from laser_serve.models import SMOLLM2
 
 DATASETS = ("gsm8k", "jsonl", "strategyqa")
 GROUPINGS = ("batch", "instance")
+GENERATORS = ("hf", "vllm")
 
 
 @dataclass
@@ -43,6 +44,8 @@ class TrainConfig:
     temperature: float = 0.8  # sampling temperature of the n responses
     top_p: float = 1.0  # nucleus sampling (1.0: off)
     max_new_tokens: int = 150  # the authors' code samples 150 new tokens
+    generator: str = "hf"  # hf (transformers) | vllm (LoRA adapter reloaded per step; no --full)
+    vllm_memory: float = 0.1  # vllm: gpu_memory_utilization (on CPU: share of the node's RAM)
     # --- loss and optimizer ---
     beta: float = 0.1  # DPO temperature
     nll_weight: float = 1.0  # λ in L = DPO + λ·NLL(chosen)
@@ -76,11 +79,24 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
     progress: bool = True  # tqdm progress bar
 
+    def max_model_len(self) -> int:
+        """Tokens a prompt plus its sampled or evaluated answer may take."""
+        return self.max_prompt_tokens + max(self.max_new_tokens, self.eval_max_new_tokens)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # Fields that may differ between a run and its --resume: they do not change what a step does.
 RESUMABLE_CHANGES = frozenset(
-    {"resume", "max_steps", "checkpoint_every", "iterations", "progress", "threads", "out"}
+    {
+        "resume",
+        "max_steps",
+        "checkpoint_every",
+        "iterations",
+        "progress",
+        "threads",
+        "out",
+        "vllm_memory",
+    }
 )
