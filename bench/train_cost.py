@@ -5,9 +5,9 @@ Every run trains the same policy on the same prompts with the same sampling seed
 LASeR and the ensemble only the scoring differs (LinUCB's one chosen RM per batch against
 every RM in the pool), so their ratio is what the paper's ~2x speed-up claim is about.
 Between the generators only the sampling differs: `hf` runs transformers' `generate` on the
-policy itself, `vllm` the server's engine under the step's LoRA adapter. The two vLLM runs
-share one engine, started before them; its start-up is reported apart from the steps.
-Timings are medians over steps.
+policy itself, `vllm` the server's engine under the step's LoRA adapter. The vLLM runs
+share one engine, started first; its start-up is reported apart from the steps. Timings
+are medians over steps.
 """
 
 from __future__ import annotations
@@ -114,18 +114,21 @@ def run(args: argparse.Namespace) -> int:
     rows = results["rows"] = []
     echo = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
-        for generator in generators:
-            with contextlib.ExitStack() as stack:
-                vllm = None
-                if generator == "vllm":
-                    config = _config(args, "linucb", generator, root)
-                    vllm = stack.enter_context(VllmSampler.for_config(config))
-                    started = time.perf_counter()
-                    vllm.start()
-                    results["vllm_start_seconds"] = time.perf_counter() - started
-                for label, policy in METHODS:
+        engine: Any = contextlib.nullcontext()
+        if "vllm" in generators:
+            engine = VllmSampler.for_config(_config(args, "linucb", "vllm", root))
+        with engine as vllm:
+            if vllm is not None:
+                started = time.perf_counter()
+                vllm.start()
+                results["vllm_start_seconds"] = time.perf_counter() - started
+            # Generators alternate within each method, so a change in machine load between
+            # runs falls on both sides (an idle engine takes no CPU time).
+            for label, policy in METHODS:
+                for generator in generators:
                     out = root / f"{label}-{generator}"
-                    summary = train(_config(args, policy, generator, out), echo, vllm)
+                    config = _config(args, policy, generator, out)
+                    summary = train(config, echo, vllm if generator == "vllm" else None)
                     rows.append(
                         {"method": label, "generator": generator} | _measure(out / "log.jsonl")
                     )
