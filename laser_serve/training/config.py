@@ -23,6 +23,7 @@ from laser_serve.selector.normalizer import MODES as REWARD_NORMS
 
 DATASETS = ("gsm8k", "jsonl", "strategyqa")
 GROUPINGS = ("batch", "instance")
+GENERATORS = ("hf", "vllm")
 
 
 def knob(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
@@ -61,6 +62,12 @@ class TrainConfig:
     temperature: float = knob(0.8, "sampling temperature of the n responses")
     top_p: float = knob(1.0, "nucleus sampling (1.0: off)")
     max_new_tokens: int = knob(150, "the authors' code samples 150 new tokens")
+    generator: str = knob(
+        "hf", "hf (transformers) | vllm (LoRA adapter reloaded per step; no --full)", GENERATORS
+    )
+    vllm_memory: float = knob(
+        0.1, "vllm on a GPU: gpu_memory_utilization (on CPU the KV cache is 2 GiB)"
+    )
     # --- loss and optimizer ---
     beta: float = knob(0.1, "DPO temperature")
     nll_weight: float = knob(1.0, "λ in L = DPO + λ·NLL(chosen)")
@@ -98,6 +105,10 @@ class TrainConfig:
     threads: int = knob(0, "torch CPU threads (0: torch's default)")
     progress: bool = knob(True, "tqdm progress bar")
 
+    def max_model_len(self) -> int:
+        """Tokens a prompt plus its sampled or evaluated answer may take."""
+        return self.max_prompt_tokens + max(self.max_new_tokens, self.eval_max_new_tokens)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -116,5 +127,14 @@ class TrainConfig:
 
 # Fields that may differ between a run and its --resume: they do not change what a step does.
 RESUMABLE_CHANGES = frozenset(
-    {"resume", "max_steps", "checkpoint_every", "iterations", "progress", "threads", "out"}
+    {
+        "resume",
+        "max_steps",
+        "checkpoint_every",
+        "iterations",
+        "progress",
+        "threads",
+        "out",
+        "vllm_memory",
+    }
 )

@@ -36,6 +36,7 @@ from laser_serve.training.evaluate import evaluate
 from laser_serve.training.losses import build_pairs
 from laser_serve.training.policy import Pair, TrainablePolicy
 from laser_serve.training.pool import load_pool, pool_configs, score
+from laser_serve.training.vllm_sampler import VllmSampler
 
 
 @dataclass
@@ -50,11 +51,18 @@ class Run:
     out: Path
 
 
-def train(config: TrainConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) training; returns the summary also written to <out>/summary.json."""
+def train(
+    config: TrainConfig, echo: Callable[[str], None] = print, vllm: VllmSampler | None = None
+) -> dict[str, Any]:
+    """Run (or resume) training; returns the summary also written to <out>/summary.json.
+    `vllm`: an engine to sample with under `--generator vllm` (tests and benches share one
+    across runs); without it, the run starts its own and shuts it down at the end."""
     from tqdm import tqdm
 
-    run, state = _setup(config, echo)
+    if config.generator == "vllm" and vllm is None:
+        with VllmSampler.for_config(config) as own:  # the engine starts on first use
+            return train(config, echo, own)
+    run, state = _setup(config, echo, vllm)
     cfg, out = run.config, run.out
     batches = -(-len(run.data.train) // cfg.batch_size)
     saved_at = state["step"]
@@ -236,6 +244,10 @@ def choose_groups(
 
 def _validate(cfg: TrainConfig) -> None:
     checks = [
+        (
+            not (cfg.full and cfg.generator == "vllm"),
+            "--generator vllm samples under a LoRA adapter; use --generator hf with --full",
+        ),
         (cfg.n >= 2, "--n must be at least 2 (a pair needs two responses)"),
         (cfg.pairs >= 1, "--pairs must be at least 1"),
         (cfg.batch_size >= 1, "--batch-size must be at least 1"),
@@ -264,7 +276,9 @@ def _make_selector(cfg: TrainConfig, arms: list[str], dim: int) -> Policy:
         raise ConfigError(f"--policy {cfg.policy}: {exc}") from None
 
 
-def _setup(cfg: TrainConfig, echo: Callable[[str], None]) -> tuple[Run, dict[str, Any]]:
+def _setup(
+    cfg: TrainConfig, echo: Callable[[str], None], vllm: VllmSampler | None
+) -> tuple[Run, dict[str, Any]]:
     import torch
 
     _validate(cfg)
@@ -291,7 +305,7 @@ def _setup(cfg: TrainConfig, echo: Callable[[str], None]) -> tuple[Run, dict[str
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # LoRA's initialization
     device = pick(cfg.device)
-    policy = TrainablePolicy(cfg, device)
+    policy = TrainablePolicy(cfg, device, vllm if cfg.generator == "vllm" else None)
     rms = load_pool(pool)
     selector = _make_selector(cfg, arms, policy.context.dim)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -2,8 +2,9 @@
 
 The weights are a fresh load, never the `causal_lm` cache entry: the lm-judge and lm-loglik
 RMs score with that cached copy, which must stay the frozen base model. Sampling and
-contexts reuse the serving code (HfGenerator, PolicyContext) around this model. vLLM is not
-used here: on CPU it cannot swap in updated LoRA weights after every step cheaply.
+contexts reuse the serving code around this model: HfGenerator on the model itself, or
+(`--generator vllm`) the server's vLLM generator with the current LoRA adapter
+(training/vllm_sampler.py); PolicyContext for the contexts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import numpy as np
 from laser_serve.context import PolicyContext
 from laser_serve.generation.base import Candidate, Prompt, PromptBuilder, Sampling
 from laser_serve.generation.hf_backend import HfGenerator
+from laser_serve.generation.vllm_backend import LoraAdapter
 from laser_serve.models import causal_lm
 from laser_serve.training.config import TrainConfig
 from laser_serve.training.losses import dpo_nll_loss, token_logps
+from laser_serve.training.vllm_sampler import VllmSampler
 
 
 @dataclass
@@ -40,7 +43,9 @@ class StepLoss:
 
 
 class TrainablePolicy:
-    def __init__(self, config: TrainConfig, device: str) -> None:
+    def __init__(self, config: TrainConfig, device: str, vllm: VllmSampler | None = None) -> None:
+        """`vllm`: sample with that engine under this policy's LoRA adapter (else with
+        transformers on the policy itself)."""
         self.config = config
         self.device = device
         lm, tokenizer = causal_lm.__wrapped__(config.model, device)  # uncached: our own copy
@@ -60,9 +65,12 @@ class TrainablePolicy:
             )
         lm.eval()  # train mode (dropout) only inside the loss step
         self.lm, self.tokenizer = lm, tokenizer
-        window = config.max_prompt_tokens + max(config.max_new_tokens, config.eval_max_new_tokens)
-        self.prompts = PromptBuilder(tokenizer, window)
-        self.generator = HfGenerator.from_loaded(config.model, lm, tokenizer, window, device)
+        self.prompts = PromptBuilder(tokenizer, config.max_model_len())
+        self.generator = HfGenerator.from_loaded(
+            config.model, lm, tokenizer, config.max_model_len(), device
+        )
+        self.vllm = vllm
+        self._adapter: LoraAdapter | None = None  # published for vLLM; None after any change
         self.context = PolicyContext(config.model, device, loaded=(lm, tokenizer))
 
     def parameters(self) -> list[Any]:
@@ -76,7 +84,11 @@ class TrainablePolicy:
         return np.stack([self.context.encode(p.token_ids, p.text, "") for p in prompts])
 
     def sample(self, prompts: list[Prompt], sampling: Sampling) -> list[list[Candidate]]:
-        return self.generator.generate_blocking(prompts, sampling, logprobs=False)
+        if self.vllm is None:
+            return self.generator.generate_blocking(prompts, sampling, logprobs=False)
+        if self._adapter is None:
+            self._adapter = self.vllm.publish(self.save)
+        return self.vllm.sample(prompts, sampling, self._adapter)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[Any]:
@@ -122,6 +134,7 @@ class TrainablePolicy:
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters(), cfg.max_grad_norm)
         optimizer.step()
+        self._adapter = None
         loss, dpo, nll = (totals / len(pairs)).tolist()
         return StepLoss(loss, dpo, nll)
 
@@ -176,3 +189,4 @@ class TrainablePolicy:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.lm, load_file(folder / "adapter_model.safetensors"))
+        self._adapter = None

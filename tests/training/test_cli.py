@@ -46,3 +46,13 @@ def test_every_config_field_is_a_flag():
     config = TrainConfig(**args)
     assert config.lora_targets == ["q_proj", "k_proj"] and config.full
     assert set(args) == set(TrainConfig().to_dict())
+
+
+def test_vllm_generator_needs_lora(capsys, tmp_path):
+    err = _error(capsys, ["--generator", "vllm", "--full", "--out", str(tmp_path / "o")])
+    assert "--generator vllm samples under a LoRA adapter" in err and "--generator hf" in err
+
+
+def test_unknown_generator(capsys, tmp_path):
+    err = _error(capsys, ["--generator", "tgi", "--out", str(tmp_path / "o")])
+    assert "--generator must be one of hf, vllm" in err

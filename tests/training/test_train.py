@@ -1,7 +1,11 @@
-"""End to end on SmolLM2-135M: one iteration, two batches of two prompts, n=4, LoRA r=4.
+"""End to end on SmolLM2-135M: one iteration, two batches of two prompts, n=4, LoRA r=4
+(conftest.py), once per sampling backend: transformers (`--generator hf`) and vLLM under
+the step's LoRA adapter (`--generator vllm`).
 
 One uninterrupted run and one run stopped after its first batch and resumed; the assertions
 read their logs, summaries and adapters. Short prompts and 16 new tokens keep it CPU-sized.
+With vLLM the first two runs share one engine and the resumed run starts its own, as a
+resume in a new process does.
 """
 
 import dataclasses
@@ -12,48 +16,37 @@ import numpy as np
 import pytest
 import torch
 
+from laser_serve.generation.base import Sampling
 from laser_serve.models import SMOLLM2, causal_lm
 from laser_serve.rewards import ScoreRequest, make_reward_model
-from laser_serve.training.config import TrainConfig
 from laser_serve.training.data import make_example
 from laser_serve.training.loop import train
 from laser_serve.training.losses import build_pairs
+from laser_serve.training.policy import Pair, TrainablePolicy
 from laser_serve.training.pool import pool_configs
+from laser_serve.training.vllm_sampler import VllmSampler
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    sums = [(2, 3), (4, 5), (7, 1), (6, 6), (1, 1), (3, 4)]
-    rows = [json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) for a, b in sums]
-    (data / "train.jsonl").write_text("\n".join(rows[:4]))
-    (data / "test.jsonl").write_text("\n".join(rows[4:]))
-    base = TrainConfig(
-        data="jsonl",
-        data_dir=str(data),
-        batch_size=2,
-        n=4,
-        pairs=1,
-        max_new_tokens=16,
-        lora_r=4,
-        lora_alpha=8,
-        lr=1e-3,
-        eval_size=2,
-        eval_max_new_tokens=16,
-        log_candidates=True,
-        progress=False,
-        threads=1,
-        verifier=True,
-    )
+def vllm(tiny_config):
+    with VllmSampler.for_config(tiny_config) as sampler:
+        yield sampler
+
+
+@pytest.fixture(scope="module", params=["hf", "vllm"])
+def runs(request, tmp_path_factory, tiny_config):
+    base = dataclasses.replace(tiny_config, generator=request.param)
+    shared = request.getfixturevalue("vllm") if request.param == "vllm" else None
     threads = torch.get_num_threads()
-    root = tmp_path_factory.mktemp("runs")
+    root = tmp_path_factory.mktemp(f"runs-{request.param}")
+    quiet = lambda _: None  # noqa: E731
     try:
-        full = train(dataclasses.replace(base, out=str(root / "full")), echo=lambda _: None)
+        full = train(dataclasses.replace(base, out=str(root / "full")), quiet, shared)
         cut = dataclasses.replace(base, out=str(root / "cut"), max_steps=1)
-        first = train(cut, echo=lambda _: None)
-        resumed = train(dataclasses.replace(cut, max_steps=0, resume=True), echo=lambda _: None)
+        first = train(cut, quiet, shared)
+        resumed = train(dataclasses.replace(cut, max_steps=0, resume=True), quiet)
     finally:
         torch.set_num_threads(threads)
     return {"base": base, "root": root, "full": full, "first": first, "resumed": resumed}
@@ -160,3 +153,29 @@ def test_shared_frozen_model_was_not_trained(runs):
         cached.state_dict().items(), fresh.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def test_vllm_samples_follow_the_adapter(vllm, tiny_config):
+    """After steps that move the policy far, vLLM's greedy answers under the newly published
+    adapter are transformers' greedy answers of the same model, and no longer the base's."""
+    torch.manual_seed(0)
+    policy = TrainablePolicy(dataclasses.replace(tiny_config, generator="vllm"), "cpu", vllm)
+    questions = ["What is 2 + 3?", "Name a colour.", "What is the capital of France?"]
+    prompts = [policy.prompt([{"role": "user", "content": q}], 16) for q in questions]
+    greedy = Sampling(n=1, temperature=0.0, top_p=1.0, max_tokens=16)
+
+    def answers():
+        by_vllm = [c.text for (c,) in policy.sample(prompts, greedy)]
+        by_hf = [c.text for (c,) in policy.generator.generate_blocking(prompts, greedy)]
+        return by_vllm, by_hf
+
+    before, hf_before = answers()
+    assert before == hf_before
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-2)
+    tok = policy.tokenizer
+    pair = Pair(prompts[0], tok("Banana banana banana!")["input_ids"], tok("5")["input_ids"])
+    for _ in range(3):
+        policy.preference_step([pair, pair], optimizer)
+    after, hf_after = answers()
+    assert after == hf_after
+    assert all(a != b for a, b in zip(after, before, strict=True)), (before, after)
