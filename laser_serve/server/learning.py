@@ -64,6 +64,11 @@ class AlreadyAnswered(LookupError):
     pass
 
 
+class Unavailable(RuntimeError):
+    """What Feedback needs (the shared log) cannot be reached: retry later; the message
+    says why."""
+
+
 class Learner:
     def __init__(self, config: Config, arms: tuple[str, ...], dim: int, metrics: Metrics):
         self.config = config
@@ -243,7 +248,31 @@ class Learner:
         nll_reward: float | None,
     ) -> str:
         """Journal a decision (flushed) under a fresh 128-bit id and keep it pending."""
-        rec = DecisionRecord(
+        rec = self._decision_record(
+            policy, decision, x, n, chosen_index, expect_feedback, nll_reward
+        )
+        auto_now = self.config.server.auto_feedback == "nll" and not expect_feedback
+        frame = journal.encode(rec)
+        with self._lock:
+            self._append(frame, sync=False)
+            self.pending[rec.id] = frame
+            if auto_now and rec.nll_reward is not None and len(rec.chosen) == 1:
+                self._auto_nll_locked(rec)
+        self._publish()
+        return rec.id
+
+    def _decision_record(
+        self,
+        policy: Policy,
+        decision: Decision,
+        x: np.ndarray,
+        n: int,
+        chosen_index: int,
+        expect_feedback: bool,
+        nll_reward: float | None,
+    ) -> DecisionRecord:
+        """A decision under a fresh 128-bit id."""
+        return DecisionRecord(
             id=secrets.token_hex(16),
             time=time.time(),
             replica=self.replica,
@@ -259,15 +288,6 @@ class Learner:
             expect_feedback=expect_feedback,
             nll_reward=nll_reward if nll_reward is not None and math.isfinite(nll_reward) else None,
         )
-        auto_now = self.config.server.auto_feedback == "nll" and not expect_feedback
-        frame = journal.encode(rec)
-        with self._lock:
-            self._append(frame, sync=False)
-            self.pending[rec.id] = frame
-            if auto_now and rec.nll_reward is not None and len(rec.chosen) == 1:
-                self._auto_nll_locked(rec)
-        self._publish()
-        return rec.id
 
     def feedback(self, selection_id: str, reward: float, token: str = "") -> tuple[str, float]:
         """Apply application feedback once; returns (credited RM, normalized reward).
@@ -415,18 +435,31 @@ class Learner:
         normalized = math.nan
         if len(dec.chosen) == 1:
             reward = self.nll_norm(record.reward) if record.source == "auto_nll" else record.reward
-            normalized = self.policy.update(credited, dec.x, reward)
-            chooser = self.overrides.get(dec.policy)
-            if chooser is not None and chooser is not self.policy:
-                try:
-                    chooser.update(credited, dec.x, reward)
-                except ValueError as exc:  # an ephemeral override: its loss is its own
-                    log.warning("override policy %s refused a reward: %s", dec.policy, exc)
+            normalized = self._learn(dec, credited, reward)
         if not replayed_from:
             outcome = "applied" if record.source == "application" else "auto_nll"
             self.metrics.feedback.labels(credited, outcome).inc()
             self.metrics.feedback_reward.labels(credited).observe(record.reward)
         return credited, normalized
+
+    def _learn(
+        self,
+        dec: DecisionRecord,
+        credited: str,
+        reward: float,
+        normalized: float | None = None,
+        at: float | None = None,
+    ) -> float:
+        """Update the learning policy (``Policy.update``: ``normalized``, ``at``; ValueError
+        when refused) and, when an override chose the arm, that override too."""
+        result = self.policy.update(credited, dec.x, reward, normalized=normalized, at=at)
+        chooser = self.overrides.get(dec.policy)
+        if chooser is not None and chooser is not self.policy:
+            try:
+                chooser.update(credited, dec.x, reward)
+            except ValueError as exc:  # an ephemeral override: its loss is its own
+                log.warning("override policy %s refused a reward: %s", dec.policy, exc)
+        return result
 
     def import_record(self, record: Record, keep: bool = True) -> str:
         """Journal and apply a record read from another state dir (``laser-serve

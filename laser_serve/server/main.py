@@ -177,7 +177,7 @@ async def _serve(config: Config, port_file: str | None) -> int:
     from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
 
     pipeline = await Pipeline.load(config)
-    learner = Learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
+    learner = _learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
     await asyncio.get_running_loop().run_in_executor(None, learner.open)
     service.attach(pipeline, learner)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -192,7 +192,9 @@ async def _serve(config: Config, port_file: str | None) -> int:
     if port_file:  # for tests and supervisors that start us on free ports
         atomic_write(Path(port_file), json.dumps({"grpc": port, "metrics": metrics_port}).encode())
 
+    cluster_health = asyncio.create_task(_cluster_health(learner, health_servicer))
     await _until_stopped(config, service, learner)
+    cluster_health.cancel()
     log.info(
         "shutting down: finishing in-flight requests (up to %.0fs)", config.server.shutdown_grace_s
     )
@@ -202,6 +204,30 @@ async def _serve(config: Config, port_file: str | None) -> int:
     await pipeline.close()
     log.info("selector state saved in %s; bye", config.state_dir())
     return 1 if service.fatal.is_set() else 0
+
+
+def _learner(config: Config, arms: tuple[str, ...], dim: int, metrics: Metrics) -> Learner:
+    """The journaled Learner, or a cluster replica's when cluster.redis_url is set."""
+    if not config.cluster.redis_url:
+        return Learner(config, arms, dim, metrics)
+    from laser_serve.server.cluster import ClusterLearner
+
+    return ClusterLearner(config, arms, dim, metrics)
+
+
+async def _cluster_health(learner: Learner, health_servicer: health.aio.HealthServicer) -> None:
+    """laser.v1.Cluster health follows the replica's reach to Redis. laser.v1.Laser stays
+    SERVING meanwhile: Rerank answers from local state (only Feedback needs Redis)."""
+    from laser_serve.server.cluster import CLUSTER_HEALTH, ClusterLearner
+
+    if not isinstance(learner, ClusterLearner):
+        return
+    status = health_pb2.HealthCheckResponse
+    while True:
+        await health_servicer.set(
+            CLUSTER_HEALTH, status.SERVING if learner.redis_ok else status.NOT_SERVING
+        )
+        await asyncio.sleep(0.5)
 
 
 def _serve_metrics(config: Config, metrics: Metrics) -> int:

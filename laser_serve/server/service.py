@@ -24,7 +24,7 @@ from laser_serve.errors import ConfigError, Overloaded
 from laser_serve.generation import PromptError
 from laser_serve.pipeline import Pipeline, RerankInput, RerankResult, Trace
 from laser_serve.server.auth import TokenSource
-from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound
+from laser_serve.server.learning import AlreadyAnswered, Learner, NotFound, Unavailable
 from laser_serve.server.metrics import Metrics
 from laser_serve.server.validation import InvalidArgument, parse_feedback, parse_rerank
 
@@ -115,6 +115,9 @@ def _handle(method: str) -> Callable[..., Any]:
             except Overloaded as exc:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED
                 await context.abort(code, str(exc))
+            except Unavailable as exc:
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort(code, str(exc))
             except Exception as exc:  # a bug or a model failure: say so, keep serving
                 code = grpc.StatusCode.INTERNAL
                 log.exception("%s failed", method)
@@ -177,14 +180,17 @@ class LaserService(rpc.LaserServicer):
         except asyncio.CancelledError:  # client deadline or cancellation
             self.metrics.stage_cut.labels(trace.stage).inc()
             raise
-        selection_id = self.learner.record(
+        # Off the event loop: the journal write, or with a cluster the Redis write.
+        selection_id = await asyncio.get_running_loop().run_in_executor(
+            None,
+            self.learner.record,
             policy,
             result.decision,
             result.context,
-            n=len(result.candidates),
-            chosen_index=result.chosen_index,
-            expect_feedback=request.expect_feedback,
-            nll_reward=result.candidates[result.chosen_index].mean_logprob,
+            len(result.candidates),
+            result.chosen_index,
+            request.expect_feedback,
+            result.candidates[result.chosen_index].mean_logprob,
         )
         self._observe(request, inp, policy.name, result)
         response = self._response(request, policy.name, result, selection_id)

@@ -140,3 +140,138 @@ def running_server(
                     server.stop()
                 except subprocess.TimeoutExpired:
                     pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisProcess:
+    """A real redis-server (Debian's) on 127.0.0.1 with its data in ``folder``: append-only
+    file on, fsynced on every write (as docs/operations.md asks of production), no RDB
+    snapshots. ``kill`` is SIGKILL; ``start`` again comes back on the same port and data."""
+
+    def __init__(self, folder: Path, port: int = 0) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 30) -> str:
+        import redis
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always"]
+        cmd += ["--save", "", "--logfile", str(self.folder / "redis.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if client.ping():
+                    return self.url
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                pass  # not listening yet, or still loading the append-only file
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "redis-server did not start:\n"
+                    + (self.folder / "redis.log").read_text(errors="replace")[-3000:]
+                )
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def nginx_config(listen: int, backends: list[str], prefix: Path | None = None) -> str:
+    """nginx as the gRPC load balancer: round-robin over ``backends`` ("host:port").
+    With ``prefix`` every file nginx writes goes there (a test instance, no root)."""
+    servers = "".join(f"        server {b};\n" for b in backends)
+    paths = ""
+    if prefix is not None:
+        paths = f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log warn;\n"
+    temp = ""
+    if prefix is not None:
+        temp = "".join(
+            f"    {kind}_temp_path {prefix}/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+    return f"""# gRPC load balancer in front of laser-serve replicas (docs/operations.md).
+worker_processes 1;
+{paths}events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+{temp}    upstream laser {{
+        # Round-robin (nginx's default). A replica that refuses a connection is skipped
+        # for 10 s (max_fails=1 fail_timeout=10s) and the request goes to the next one.
+{servers}        keepalive 32;
+    }}
+    server {{
+        listen {listen} http2;
+        location / {{
+            grpc_pass grpc://laser;
+            grpc_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+class NginxProcess:
+    """A real nginx (Debian's) on 127.0.0.1, balancing gRPC over ``backends``."""
+
+    def __init__(self, folder: Path, backends: list[str], port: int = 0) -> None:
+        self.folder = folder
+        self.port = port or free_port()
+        self.backends = backends
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> str:
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        conf = self.folder / "nginx.conf"
+        conf.write_text(nginx_config(self.port, self.backends, self.folder))
+        cmd = [
+            "nginx",
+            "-p",
+            str(self.folder),
+            "-c",
+            str(conf),
+            "-e",
+            str(self.folder / "error.log"),
+        ]
+        self.proc = subprocess.Popen([*cmd, "-g", "daemon off;"])
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self.target
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = self.folder / "error.log"
+                raise RuntimeError(
+                    "nginx did not start:\n" + (log.read_text() if log.exists() else "")
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -122,3 +122,24 @@ def test_any_finite_rewards_leave_the_state_finite_and_choices_defined(
         _assert_finite(p)
     if isinstance(p, LinUCB):
         assert np.isfinite(p.ucb(rng.standard_normal((8, 4)))).all()
+
+
+def test_update_with_a_given_normalized_reward_and_time() -> None:
+    """Replicas apply the value normalized when the event was logged, at the event's time:
+    the raw reward still enters the history, and the guards still hold."""
+    a = LinUCB(["x", "y"], 3, reward_norm="quantile")
+    b = LinUCB(["x", "y"], 3, reward_norm="quantile")
+    for i, r in enumerate([5.0, -2.0, 9.0]):
+        rn = a.update("x", [1.0, 0.5, 0.0], r, at=100.0 + i)
+        assert b.update("x", [1.0, 0.5, 0.0], r, normalized=rn, at=100.0 + i) == rn
+    assert a.normalizer.history == b.normalizer.history == (5.0, -2.0, 9.0)
+    sa, sb = a.state_dict(), b.state_dict()
+    for key, arr in sa["arrays"].items():
+        assert arr.tobytes() == sb["arrays"][key].tobytes(), key
+    assert sa["arrays"]["last_update"][0] == 102.0
+    assert b.update("y", [0.0, 1.0, 0.0], 1.0, normalized=0.25) == 0.25  # not its own 0.5
+    with pytest.raises(ValueError, match="finite"):
+        b.update("y", [0.0, 1.0, 0.0], 1.0, normalized=float("inf"))
+    with pytest.raises(ValueError, match="refused"):
+        b.update("y", [0.0, 1.0, 0.0], 1.0, normalized=1e308)
+    assert b.stats()[1].pulls == 1  # the refused ones changed nothing
