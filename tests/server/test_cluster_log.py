@@ -29,9 +29,7 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
     yield from redis_server(tmp_path / "redis")
 
 
-def make(
-    tmp: Path, name: str, url: str, *settings: str, prefix: str = "t"
-) -> ClusterLearner:
+def make(tmp: Path, name: str, url: str, *settings: str, prefix: str = "t") -> ClusterLearner:
     c = config_module.load(
         None,
         [
