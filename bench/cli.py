@@ -27,6 +27,7 @@ BENCHES = {
     "load": "load",
     "ope": "ope",
     "snapshot": "snapshot_cost",
+    "replicas": "replicas",
 }
 
 # Where a bench writes its result; see _results_only_on_stdout.

@@ -268,6 +268,11 @@ class ClusterMetrics:
         self.snapshots = Counter(
             "laser_cluster_snapshots", "Shared snapshots written by this replica.", registry=r
         )
+        self.catchup = Gauge(
+            "laser_cluster_catchup_seconds",
+            "Seconds this replica's start-up spent loading the snapshot and replaying the stream.",
+            registry=r,
+        )
         self.snapshot_loads = Counter(
             "laser_cluster_snapshot_loads",
             "Shared snapshots loaded (at start-up, or after a gap in the stream).",
@@ -293,6 +298,7 @@ class ClusterLearner(Learner):
     def open(self) -> None:
         """Load the newest snapshot (shared or local), catch up with the stream, then keep
         following it in a thread. With Redis down, start from the local snapshot."""
+        started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         local = self.dir / LOCAL_SNAPSHOT
         if local.exists():
@@ -308,7 +314,13 @@ class ClusterLearner(Learner):
                 "catching up when it returns",
                 self.mark.seq,
             )
-        log.info("cluster state: event %d (stream id %s)", self.mark.seq, self.mark.id)
+        self.cluster.catchup.set(time.monotonic() - started)
+        log.info(
+            "cluster state: event %d (stream id %s), loaded and replayed in %.2fs",
+            self.mark.seq,
+            self.mark.id,
+            time.monotonic() - started,
+        )
         self._reader = threading.Thread(target=self._read_loop, name="cluster-reader", daemon=True)
         self._reader.start()
         self._publish()
@@ -318,6 +330,7 @@ class ClusterLearner(Learner):
             with self._lock:
                 self.policy.loads(state, source)
                 self.mark = mark
+                self._dirty = True  # not yet in the local snapshot
         except SelectorStateError as exc:
             raise ConfigError(
                 f"cluster snapshot does not match this replica's configuration: {exc}. Every "
@@ -410,10 +423,14 @@ class ClusterLearner(Learner):
             except redis.RedisError as exc:
                 self._failed("snapshot", exc)
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop following the stream (no snapshot)."""
         self._stop.set()
         if self._reader is not None:
             self._reader.join()
+
+    def close(self) -> None:
+        self.stop()
         self.snapshot()
 
     # --- decisions and feedback -----------------------------------------------------------

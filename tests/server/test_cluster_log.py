@@ -137,9 +137,7 @@ def test_snapshots_trim_and_a_late_replica_converges(
 ) -> None:
     a = make(tmp_path, "a", redis_proc.url, "cluster.snapshots_kept=1")
     stale = make(tmp_path, "stale", redis_proc.url)
-    stale._stop.set()  # cut off from the stream (its reader stops) while the rest goes on
-    assert stale._reader is not None
-    stale._reader.join()
+    stale.stop()  # cut off from the stream while the rest goes on
     rng = np.random.default_rng(3)
     for i in range(30):
         a.feedback(decide(a, rng), i / 30)
