@@ -6,10 +6,11 @@ real processes on 127.0.0.1: redis-server (append-only, fsync always), N laser-s
 gRPC over them. Through nginx it measures:
 
 - Rerank/s: ``--concurrency`` callers sending Rerank (4 caller candidates) for ``--seconds``;
-- Feedback/s: the same callers sending Feedback for those selections, until none are left;
-- propagation lag: ``--lag-samples`` times, one Rerank and its Feedback, then every replica is
-  polled (GetSelectorState) until its pulls count the new event; p50 and p99 of the time from
-  the Feedback's OK to the last replica applying it.
+- Feedback/s: the same callers sending Feedback for those selections, until only
+  ``--lag-samples`` are left;
+- propagation lag: for each of those, one Feedback at a time, then every replica is polled
+  (GetSelectorState) until its pulls count the new event; p50 and p99 of the time from the
+  Feedback's OK to the last replica applying it.
 
 Catch-up (on the last cluster): one replica is stopped (SIGTERM: it saves its local
 snapshot), ``--catchup-events`` events are appended (decisions and feedback made in this
@@ -148,7 +149,7 @@ def measure(c: Cluster, concurrency: int, seconds: float, lag_samples: int) -> d
 
     def feedback(stub: Any, rng: random.Random) -> bool:
         with lock:
-            if not pending:
+            if len(pending) <= lag_samples:  # those are for the lag samples
                 return False
             sid = pending.pop()
         stub.Feedback(pb.FeedbackRequest(selection_id=sid, reward=rng.random()), timeout=60)
@@ -163,8 +164,9 @@ def measure(c: Cluster, concurrency: int, seconds: float, lag_samples: int) -> d
     with grpc.insecure_channel(c.nginx.target) as channel:
         stub = rpc.LaserStub(channel)
         rng = random.Random(0)
-        for _ in range(lag_samples):
+        while len(pending) < lag_samples:
             rerank(stub, rng)
+        for _ in range(lag_samples):
             sid = pending.pop()
             stub.Feedback(pb.FeedbackRequest(selection_id=sid, reward=rng.random()), timeout=60)
             ok = time.perf_counter()
@@ -278,7 +280,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("replicas", help=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--replicas", default="1,3", help="replica counts, comma-separated (1,3)")
     p.add_argument("--concurrency", type=int, default=8, help="callers through nginx (8)")
-    p.add_argument("--seconds", type=float, default=20, help="seconds of Rerank (20)")
+    p.add_argument("--seconds", type=float, default=30, help="seconds of Rerank (30)")
     p.add_argument("--lag-samples", type=int, default=100, help="lag measurements (100)")
     p.add_argument(
         "--catchup-events", type=int, default=10_000, help="events a restart replays (10000)"

@@ -308,7 +308,7 @@ class ClusterLearner(Learner):
             while self._follow(block_ms=None):
                 pass
         except redis.RedisError as exc:
-            self._failed("start-up", exc)
+            self._failed("start_up", exc)
             log.warning(
                 "Redis unreachable at start-up; serving from the local state (event %d), "
                 "catching up when it returns",
@@ -454,7 +454,7 @@ class ClusterLearner(Learner):
             self.shared.put_pending(rec.id, journal.encode(rec), self.config.server.pending_ttl_s)
             self._ok()
         except redis.RedisError as exc:
-            self._failed("share selection", exc)
+            self._failed("share_selection", exc)
         return rec.id
 
     def feedback(self, selection_id: str, reward: float, token: str = "") -> tuple[str, float]:

@@ -7,7 +7,6 @@ import math
 import shutil
 
 import pytest
-
 from laser_bench.cli import main
 
 pytest.importorskip("redis")

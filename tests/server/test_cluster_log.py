@@ -3,6 +3,8 @@ exactly-once feedback, the ordered fold, snapshots with their watermark, Redis o
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clusterutil import assert_bitwise_equal, learned_of, pulls_of, redis_server
+from prometheus_client import generate_latest
 
 from laser_serve import config as config_module
 from laser_serve.errors import InvalidArgument
@@ -121,6 +124,13 @@ def test_redis_down_unavailable_then_catch_up(tmp_path: Path, redis_proc: RedisP
         b.feedback(sid, 0.5)
     wait(lambda: not a.redis_ok and not b.redis_ok)
     assert a.cluster.redis_errors.labels("read")._value.get() >= 1
+    exposition = generate_latest(a.metrics.registry).decode()
+    assert "laser_cluster_redis_up 0.0" in exposition
+    if shutil.which("promtool"):
+        check = subprocess.run(
+            ["promtool", "check", "metrics"], input=exposition, text=True, capture_output=True
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
     redis_proc.start()  # the append-only file brings every acknowledged event back
     for _ in range(5):
         b.feedback(decide(b, rng), 1.0)
