@@ -243,21 +243,22 @@ def run(args: argparse.Namespace) -> int:
     from laser_serve.server.testing import RedisProcess
 
     counts = [int(v) for v in args.replicas.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="laser-replicas-"))
-    redis_proc = RedisProcess(tmp / "redis")
-    url = redis_proc.start()
     rows, catchup_s = [], float("nan")
-    try:
-        for i, n in enumerate(counts):
-            c = start_cluster(tmp / f"c{n}", url, n)
-            try:
-                rows.append(measure(c, args.concurrency, args.seconds, args.lag_samples))
-                if i == len(counts) - 1:
-                    catchup_s = catch_up(c, args.catchup_events)
-            finally:
-                stop_cluster(c)
-    finally:
-        redis_proc.kill()
+    with tempfile.TemporaryDirectory(prefix="laser-replicas-") as folder:
+        tmp = Path(folder)
+        redis_proc = RedisProcess(tmp / "redis")
+        url = redis_proc.start()
+        try:
+            for i, n in enumerate(counts):
+                c = start_cluster(tmp / f"c{n}", url, n)
+                try:
+                    rows.append(measure(c, args.concurrency, args.seconds, args.lag_samples))
+                    if i == len(counts) - 1:
+                        catchup_s = catch_up(c, args.catchup_events)
+                finally:
+                    stop_cluster(c)
+        finally:
+            redis_proc.kill()
     if args.json:
         emit(json.dumps({"rows": rows, "catchup_s": catchup_s}, indent=2))
         return 0

@@ -363,6 +363,8 @@ class ClusterLearner(Learner):
         events = self.shared.read(self.mark.id, block_ms)
         for event in events:
             self._fold(event)
+        if events:
+            self._publish()
         head = self.shared.head()
         self._ok()
         if head < self.mark.seq:
