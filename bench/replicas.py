@@ -6,8 +6,10 @@ real processes on 127.0.0.1: redis-server (append-only, fsync always), N laser-s
 gRPC over them. Through nginx it measures:
 
 - Rerank/s: ``--concurrency`` callers sending Rerank (4 caller candidates) for ``--seconds``;
-- Feedback/s: the same callers sending Feedback for those selections, until only
-  ``--lag-samples`` are left;
+- Feedback/s: the same callers sending Feedback for those selections and ``--selections``
+  more (shared by this process through the same ClusterLearner code a replica's Rerank runs,
+  so that the phase does not wait for a thousand model calls), until ``--lag-samples`` are
+  left;
 - propagation lag: for each of those, one Feedback at a time, then every replica is polled
   (GetSelectorState) until its pulls count the new event; p50 and p99 of the time from the
   Feedback's OK to the last replica applying it.
@@ -131,7 +133,9 @@ def _callers(target: str, n: int, fn: Any, seconds: float) -> tuple[int, float]:
     return sum(done), time.monotonic() - started
 
 
-def measure(c: Cluster, concurrency: int, seconds: float, lag_samples: int) -> dict[str, Any]:
+def measure(
+    c: Cluster, concurrency: int, seconds: float, selections: int, lag_samples: int
+) -> dict[str, Any]:
     import grpc
 
     from laser_serve.api import pb, rpc
@@ -156,6 +160,7 @@ def measure(c: Cluster, concurrency: int, seconds: float, lag_samples: int) -> d
         return True
 
     reranks, rerank_s = _callers(c.nginx.target, concurrency, rerank, seconds)
+    pending += share_selections(c, selections)
     feedbacks, feedback_s = _callers(c.nginx.target, concurrency, feedback, seconds)
     c.acked += feedbacks
     wait_applied(c, c.acked, timeout=120)
@@ -182,6 +187,32 @@ def measure(c: Cluster, concurrency: int, seconds: float, lag_samples: int) -> d
     }
 
 
+def writer(c: Cluster) -> Any:
+    """A ClusterLearner in this process, on the cluster's Redis and configuration: it shares
+    selections and appends feedback through the same code a replica runs."""
+    from laser_serve import config as config_module
+    from laser_serve.server.cluster import ClusterLearner
+    from laser_serve.server.metrics import Metrics
+
+    cfg = config_module.load(c.config, [f"server.state_dir={c.folder / 'writer'}"])
+    learner = ClusterLearner(cfg, ARMS, 384, Metrics())
+    learner.open()
+    return learner
+
+
+def share_selections(c: Cluster, count: int) -> list[str]:
+    """``count`` selections shared the way a replica's Rerank shares them (random contexts),
+    so that Feedback/s does not wait for thousands of Reranks."""
+    w = writer(c)
+    rng = np.random.default_rng(len(c.replicas))
+    ids = []
+    for _ in range(count):
+        x = rng.standard_normal(384).astype(np.float32)
+        ids.append(w.record(w.policy, w.policy.decide(x), x, 4, 0, True, None))
+    w.stop()  # no snapshot: see catch_up
+    return ids
+
+
 def wait_applied(c: Cluster, total: int, timeout: float) -> None:
     """Until every replica's pulls add up to ``total`` acknowledged feedback."""
     import grpc
@@ -202,23 +233,16 @@ def wait_applied(c: Cluster, total: int, timeout: float) -> None:
 
 def catch_up(c: Cluster, events: int) -> float:
     """Stop replica 0, append ``events`` events, start it again; its catch-up seconds."""
-    from laser_serve import config as config_module
-    from laser_serve.server.cluster import ClusterLearner
-    from laser_serve.server.metrics import Metrics
     from laser_serve.server.testing import ServerProcess
 
     replica = c.replicas[0]
     replica.stop()
-    writer_dir = c.folder / "writer"
-    cfg = config_module.load(c.config, [f"server.state_dir={writer_dir}"])
-    writer = ClusterLearner(cfg, ARMS, 384, Metrics())
-    writer.open()
+    w = writer(c)
     rng = np.random.default_rng(0)
     for _ in range(events):
         x = rng.standard_normal(384).astype(np.float32)
-        sid = writer.record(writer.policy, writer.policy.decide(x), x, 4, 0, True, None)
-        writer.feedback(sid, float(rng.random()))
-    writer.stop()  # no snapshot: the restarted replica replays every event
+        w.feedback(w.record(w.policy, w.policy.decide(x), x, 4, 0, True, None), rng.random())
+    w.stop()  # no snapshot: the restarted replica replays every event
     c.acked += events
     again = ServerProcess(replica.args, replica.state_dir, replica.log_path)
     again.start(900)
@@ -252,7 +276,11 @@ def run(args: argparse.Namespace) -> int:
             for i, n in enumerate(counts):
                 c = start_cluster(tmp / f"c{n}", url, n)
                 try:
-                    rows.append(measure(c, args.concurrency, args.seconds, args.lag_samples))
+                    rows.append(
+                        measure(
+                            c, args.concurrency, args.seconds, args.selections, args.lag_samples
+                        )
+                    )
                     if i == len(counts) - 1:
                         catchup_s = catch_up(c, args.catchup_events)
                 finally:
@@ -282,6 +310,12 @@ def register(sub: Any) -> None:
     p.add_argument("--replicas", default="1,3", help="replica counts, comma-separated (1,3)")
     p.add_argument("--concurrency", type=int, default=8, help="callers through nginx (8)")
     p.add_argument("--seconds", type=float, default=30, help="seconds of Rerank (30)")
+    p.add_argument(
+        "--selections",
+        type=int,
+        default=1000,
+        help="selections shared for the Feedback phase besides the Reranks' own (1000)",
+    )
     p.add_argument("--lag-samples", type=int, default=100, help="lag measurements (100)")
     p.add_argument(
         "--catchup-events", type=int, default=10_000, help="events a restart replays (10000)"

@@ -171,3 +171,26 @@ def test_snapshots_trim_and_a_late_replica_converges(
         assert_bitwise_equal(learned_of(a.policy), learned_of(other.policy))
     for lr in (a, late, stale):
         lr.close()
+
+
+def test_start_with_redis_down_serves_local_state_then_catches_up(
+    tmp_path: Path, redis_proc: RedisProcess
+) -> None:
+    a = make(tmp_path, "a", redis_proc.url)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        a.feedback(decide(a, rng), 0.5)
+    wait(caught_up(a))
+    a.close()  # its local snapshot holds event 5
+    writer = make(tmp_path, "w", redis_proc.url)
+    writer.feedback(decide(writer, rng), 1.0)  # event 6, while a is down
+    redis_proc.kill()
+    again = make(tmp_path, "a", redis_proc.url)
+    assert again.mark.seq == 5 and not again.redis_ok
+    decide(again, rng)  # Rerank answers from local state
+    redis_proc.start()
+    wait(lambda: again.mark.seq == 6)
+    wait(caught_up(writer, again))
+    assert_bitwise_equal(learned_of(writer.policy), learned_of(again.policy))
+    writer.close()
+    again.close()
