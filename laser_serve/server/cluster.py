@@ -123,6 +123,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Watermark:
+    """Where a state stands in the stream: the last event applied (0, "0-0": none)."""
+
     seq: int = 0
     id: str = "0-0"
 
