@@ -173,17 +173,7 @@ def _read_dir(folder: Path, keep: Callable[[Row], bool]) -> tuple[dict, list]:
     files = sorted(folder.glob("*.jsonl.gz"))
     if not files:
         raise BenchError(f"--pools {folder}: no .jsonl.gz pool files")
-    header: dict[str, Any] | None = None
-    records: list = []
-    for path in files:
-        h, recs = replay.read_pools(path)
-        names = [rm["name"] for rm in h["reward_models"]]
-        if header is not None and names != [rm["name"] for rm in header["reward_models"]]:
-            raise BenchError(f"{path}: other reward models than {files[0]}")
-        header = header or h
-        records += [(row, rec) for row, rec in recs if keep(row)]
-    assert header is not None
-    return header, records
+    return replay.read_pool_files(files, keep)
 
 
 def _command(name: str) -> str:

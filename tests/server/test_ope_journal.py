@@ -1,5 +1,6 @@
-"""`laser-bench ope --journal` on the state dir of a real server: the decision log it wrote
-joins with the acknowledged feedback, and the logged policy's estimates are what was seen."""
+"""The decision log of a real server, read back: `laser-bench ope --journal` joins it with the
+acknowledged feedback (the logged policy's estimates are what was seen), and a new server
+started with `--warm-start` on it begins with those pulls (once: a restart ignores it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from serverutil import LIGHT_ARMS, light_config
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
+from laser_serve.server import journal
 from laser_serve.server.testing import ServerProcess
 
 QUESTIONS = [f"Which answer fits question {i}?" for i in range(7)]
@@ -81,3 +83,25 @@ def test_journal_table_and_errors(journal_dir, tmp_path, capsys) -> None:
     assert "not a folder" in capsys.readouterr().err
     assert cli.main(["ope", "--journal", str(tmp_path)]) == 2
     assert "holds no journal" in capsys.readouterr().err
+
+
+def _pulls(server: ServerProcess) -> dict[str, int]:
+    with grpc.insecure_channel(server.start(timeout=300)) as channel:
+        state = rpc.LaserStub(channel).GetSelectorState(pb.GetSelectorStateRequest())
+    assert server.stop() == 0, server.log_tail()
+    return {a.reward_model: a.pulls for a in state.arms}
+
+
+def test_a_server_warm_started_from_the_journal_reports_its_pulls(journal_dir, tmp_path) -> None:
+    state, acked = journal_dir
+    dlog = journal.decision_log(state)
+    expected = {a: int((dlog.chosen == k).sum()) for k, a in enumerate(dlog.arms)}
+    config = light_config(tmp_path)
+    args = ["--config", str(config), "--generator", "hf", "--warm-start", str(state)]
+    fresh = tmp_path / "fresh"
+    first = ServerProcess([*args, "--warm-start-rounds", "20"], str(fresh), tmp_path / "1.log")
+    assert _pulls(first) == expected and sum(expected.values()) == len(acked)
+    assert "selector warm-started from 50 logged decisions" in first.log_tail(20000)
+    again = ServerProcess(args, str(fresh), tmp_path / "2.log")  # state exists: ignored
+    assert _pulls(again) == expected
+    assert "ignored" in again.log_tail() and "fresh state dir only" in again.log_tail()
