@@ -20,6 +20,12 @@ the logged policy itself). Learning targets replay with the logged context setti
 (normalize, λ, projection). ``--rm-names`` names the configured RMs in order, needed only for
 format-1 segments. ``--json`` prints ``{"rows": [{"target", "estimator", "estimate", "ci",
 "ess", "unsupported"}, ...], "warnings": [...], "counts": {...}, "mean_reward", ...}``.
+
+``--warm-start`` checks that a warm start pays off, on the same tables (or ``--pools``, best-of-n
+pool files): per seed the rows are shuffled, the first ``--warm-rows`` warm a policy
+(full information, counted as ``--prior-rounds`` rounds) and the next ``--play-rounds`` are
+played online by it and by a cold copy. It prints the summed regret against the best arm of
+each row, mean ± standard error over seeds, per ``--policies`` spec.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from laser_serve.selector.offline import (
     synthetic_table,
     target_probs,
     validate,
+    warm_start_regret,
 )
 from laser_serve.selector.ope import BanditLog, evaluate, reward_model_predictions
 from laser_serve.server.journal import DecisionLog, decision_log
@@ -120,6 +127,9 @@ def format_report(validation: Validation, summary: list[dict[str, Any]], config:
     cov = ", ".join(f"{name} {value:.1%}" for name, value in validation.coverage.items())
     lines += ["", f"Coverage over (logger, target, seed): {cov}. Target: DR ≥ 90%."]
     return "\n".join(lines)
+
+
+WARM_POLICIES = ("linucb", "lints:alpha=0.3", "linucb:epsilon=0.1")
 
 
 def replay_kwargs(params: dict[str, Any]) -> dict[str, Any]:
@@ -234,23 +244,85 @@ def run_journal(args: argparse.Namespace) -> int:
     return 0
 
 
+def table_of(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
+    """X, R, the arm names and a description from --pools, --table or the synthetic table."""
+    if args.pools:
+        from laser_bench.replay import BenchError, reward_table
+
+        path = Path(args.pools)
+        files = sorted(path.glob("*.jsonl.gz")) if path.is_dir() else [path]
+        try:
+            header, X, R = reward_table(files)
+        except BenchError as exc:
+            raise ValueError(str(exc)) from None
+        arms = [rm["name"] for rm in header["reward_models"]]
+    elif args.table:
+        X, R, arms = load_table(args.table)
+    else:
+        X, R = synthetic_table(args.rows, args.dim, args.arms, seed=args.table_seed)
+        return X, R, None, f"synthetic: {args.rows} rows, d={args.dim}, K={args.arms}"
+    source = args.pools or args.table
+    return X, R, arms, f"{source}: {X.shape[0]} rows, d={X.shape[1]}, K={R.shape[1]}"
+
+
+def run_warm_start(args: argparse.Namespace) -> int:
+    try:
+        X, R, arms, source = table_of(args)
+        results = [
+            warm_start_regret(
+                X,
+                R,
+                spec,
+                arms,
+                warm_rows=args.warm_rows,
+                rounds=args.play_rounds,
+                prior_rounds=args.prior_rounds,
+                seeds=range(args.seeds),
+                normalize=True,
+            )
+            for spec in args.policies
+        ]
+    except ValueError as exc:
+        print(f"laser-bench ope: {exc}", file=sys.stderr)
+        return 2
+    weight = f"counted as {args.prior_rounds:g} rounds" if args.prior_rounds else "each row once"
+    config = (
+        f"{source}; warmed on {args.warm_rows} rows ({weight}), {args.play_rounds} other rows "
+        f"played, {args.seeds} seeds"
+    )
+    if args.json:
+        emit(json.dumps({"rows": results, "config": config}))
+        return 0
+    lines = [
+        f"Regret of a warm start on rows it was not warmed on ({config})",
+        "",
+        "| policy | cold | warm | warm / cold |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in results:
+        cold, warm = r["cold"], r["warm"]
+        lines.append(
+            f"| {r['spec']} | {cold['mean']:.1f} ± {cold['se']:.1f} "
+            f"| {warm['mean']:.1f} ± {warm['se']:.1f} | {warm['mean'] / cold['mean']:.2f} |"
+        )
+    emit("\n".join(lines))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.journal:
         return run_journal(args)
+    if args.warm_start:
+        return run_warm_start(args)
     if not args.validate:
         print(
-            "laser-bench ope: pass --validate (check the estimators on a table) or --journal "
-            "DIR (evaluate a server's decision log)",
+            "laser-bench ope: pass --validate (check the estimators on a table), --journal "
+            "DIR (evaluate a server's decision log) or --warm-start (check a warm start)",
             file=sys.stderr,
         )
         return 2
     try:
-        if args.table:
-            X, R, arms = load_table(args.table)
-            source = f"{args.table}: {X.shape[0]} rows, d={X.shape[1]}, K={R.shape[1]}"
-        else:
-            X, R = synthetic_table(args.rows, args.dim, args.arms, seed=args.table_seed)
-            arms, source = None, f"synthetic: {args.rows} rows, d={args.dim}, K={args.arms}"
+        X, R, arms, source = table_of(args)
         result = validate(
             X,
             R,
@@ -287,7 +359,9 @@ def register(subparsers: Any) -> None:
         metavar="RM",
         help="with --journal: the configured reward models in order (format-1 segments only)",
     )
+    p.add_argument("--warm-start", action="store_true", help="check a warm start's regret")
     p.add_argument("--table", metavar="FILE", help=".npz with X (N, d) and R (N, K)")
+    p.add_argument("--pools", metavar="PATH", help="best-of-n pool file(s) as the table")
     p.add_argument("--rows", type=int, default=5000, help="synthetic table rows")
     p.add_argument("--dim", type=int, default=8, help="synthetic context dimension")
     p.add_argument("--arms", type=int, default=4, help="synthetic arms")
@@ -298,5 +372,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--targets", nargs="+", metavar="SPEC", help="target specs (default: see above)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--level", type=float, default=0.95, help="interval level")
+    p.add_argument("--policies", nargs="+", default=list(WARM_POLICIES), metavar="SPEC")
+    p.add_argument("--warm-rows", type=int, default=200, help="rows the warm start sees")
+    p.add_argument("--play-rounds", type=int, default=200, help="other rows played online")
+    p.add_argument(
+        "--prior-rounds", type=float, help="the rounds the prior counts as (default: its rows)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
