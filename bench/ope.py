@@ -246,6 +246,7 @@ def run_journal(args: argparse.Namespace) -> int:
 
 def table_of(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, list[str] | None, str]:
     """X, R, the arm names and a description from --pools, --table or the synthetic table."""
+    arms: list[str] | None
     if args.pools:
         from laser_bench.replay import BenchError, reward_table
 
