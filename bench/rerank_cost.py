@@ -17,11 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from laser_bench.cli import emit
 
-from laser_serve.api import pb, rpc
-from laser_serve.client import rerank_request
+from laser_serve.client import Client
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -69,9 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str, Any]:
-    with grpc.insecure_channel(target) as channel:
-        stub = rpc.LaserStub(channel)
-        rms = [r.name for r in stub.ListRewardModels(pb.ListRewardModelsRequest()).reward_models]
+    with Client(target, retry=False) as client:
+        rms = [r.name for r in client.reward_models()]
         policies = ["linucb", "ensemble", *[f"fixed:{rm}" for rm in rms]]
         samples: dict[str, dict[str, list[float]]] = {
             p: {"latency": [], "rm_seconds": [], "rm_calls": [], "overhead": []} for p in policies
@@ -82,11 +79,10 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
         for i in range(requests):
             q = QUESTIONS[i % len(QUESTIONS)]
             for policy in policies:
-                req = rerank_request(
+                t = time.perf_counter()
+                resp = client.rerank(
                     q, candidates=CANDIDATES[:n_candidates], policy=policy, context_text=q
                 )
-                t = time.perf_counter()
-                resp = stub.Rerank(req)
                 row = samples[policy]
                 row["latency"].append(time.perf_counter() - t)
                 tm = resp.timings
@@ -97,9 +93,7 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
                 if policy == "linucb":  # keep the learner learning, as in production
                     for name in resp.reward_models:
                         linucb_choices[name] += 1
-                    stub.Feedback(
-                        pb.FeedbackRequest(selection_id=resp.selection_id, reward=float(i % 2))
-                    )
+                    client.feedback(resp.selection_id, float(i % 2))
         rows = {
             policy: {
                 "latency_s_p50": statistics.median(row["latency"]),
