@@ -26,6 +26,16 @@ from laser_bench.replay import BenchError, Row
 SHIPPED = Path(__file__).resolve().parent / "pools"
 
 
+def add_parser(sub: Any, name: str, help: str, doc: str | None, data_help: str) -> Any:
+    """A best-of-n bench's subcommand with its --data folder (the caller adds its own
+    row options, then `add_arguments`)."""
+    p = sub.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", type=Path, default=None, metavar="DIR", help=data_help)
+    return p
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     build = p.add_argument_group("pool build")
     build.add_argument(
