@@ -241,9 +241,9 @@ def format_tables(result: dict[str, Any]) -> str:
             "",
             f"lm-loglik through vLLM prompt_logprobs ({v['rm']}, n={v['n']}, 1,000 tokens): "
             f"default {v['vllm_default_seconds']:.3f} s (max |score - RM| "
-            f"{v['vllm_default_check']:.2g}), cache read forced "
+            f"{v['vllm_default_max_abs_diff']:.2g}), cache read forced "
             f"{v['vllm_cache_read_seconds']:.3f} s (max |score - RM| "
-            f"{v['vllm_cache_read_check']:.2g})",
+            f"{v['vllm_cache_read_max_abs_diff']:.2g})",
         ]
     if "generation" in result:
         lines += format_generation(result)
