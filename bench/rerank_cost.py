@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import time
@@ -206,11 +207,15 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
     from laser_serve.rewards import make_reward_model
 
     config = config_module.load(profile=args.scoring_profile)
-    rms = [
-        make_reward_model(rm) for rm in config.reward_models if rm.kind in ("lm-loglik", "lm-judge")
-    ]
     ns = [int(v) for v in args.scoring_ns.split(",")]
     lengths = [int(v) for v in args.scoring_lengths.split(",")]
+    # Room for the longest prompt, its template and the candidates: nothing is cut.
+    room = max(lengths) + 256 + scoring_cost.ANSWER_TOKENS
+    rms = [
+        make_reward_model(dataclasses.replace(rm, max_length=max(rm.max_length, room)))
+        for rm in config.reward_models
+        if rm.kind in ("lm-loglik", "lm-judge")
+    ]
     out: dict[str, Any] = {"scoring": scoring_cost.measure(rms, ns, lengths, args.repeats)}
     if args.vllm_scoring:
         loglik = next(rm for rm in rms if rm.kind == "lm-loglik")
