@@ -26,6 +26,16 @@ from laser_bench.replay import BenchError, Row
 SHIPPED = Path(__file__).resolve().parent / "pools"
 
 
+def add_parser(sub: Any, name: str, help: str, doc: str | None, data_help: str) -> Any:
+    """A best-of-n bench's subcommand with its --data folder (the caller adds its own
+    row options, then `add_arguments`)."""
+    p = sub.add_parser(
+        name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", type=Path, default=None, metavar="DIR", help=data_help)
+    return p
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     build = p.add_argument_group("pool build")
     build.add_argument(
@@ -173,17 +183,7 @@ def _read_dir(folder: Path, keep: Callable[[Row], bool]) -> tuple[dict, list]:
     files = sorted(folder.glob("*.jsonl.gz"))
     if not files:
         raise BenchError(f"--pools {folder}: no .jsonl.gz pool files")
-    header: dict[str, Any] | None = None
-    records: list = []
-    for path in files:
-        h, recs = replay.read_pools(path)
-        names = [rm["name"] for rm in h["reward_models"]]
-        if header is not None and names != [rm["name"] for rm in header["reward_models"]]:
-            raise BenchError(f"{path}: other reward models than {files[0]}")
-        header = header or h
-        records += [(row, rec) for row, rec in recs if keep(row)]
-    assert header is not None
-    return header, records
+    return replay.read_pool_files(files, keep)
 
 
 def _command(name: str) -> str:

@@ -26,14 +26,12 @@ def default_data_dir() -> Path:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "gsm8k", help="best-of-n on GSM8K: LASeR vs every baseline", description=__doc__
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="folder with <split>.jsonl, or one JSONL file (default ../shared/data/gsm8k)",
+    p = bestofn.add_parser(
+        sub,
+        "gsm8k",
+        "best-of-n on GSM8K: LASeR vs every baseline",
+        __doc__,
+        "folder with <split>.jsonl, or one JSONL file (default ../shared/data/gsm8k)",
     )
     p.add_argument("--split", default="test", help="train or test (default test)")
     p.add_argument("--limit", type=int, default=None, help="the first N rows")

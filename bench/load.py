@@ -207,17 +207,16 @@ def _document(tokens: int) -> str:
 async def _drive(w: Workload) -> dict[str, Any]:
     import grpc
 
-    from laser_serve.api import pb, rpc
+    from laser_serve.client import AsyncClient
 
-    metadata = (("authorization", f"Bearer {w.token}"),) if w.token else None
     codes: Counter[str] = Counter()
     feedback_codes: Counter[str] = Counter()
     chosen_rms: Counter[str] = Counter()
     latencies: list[float] = []
     issued = 0
     rng = random.Random(w.seed)
-    async with grpc.aio.insecure_channel(w.target) as channel:
-        stub = rpc.LaserStub(channel)
+    # No client retries: a refused request is what this bench counts.
+    async with AsyncClient(w.target, timeout=w.timeout, token=w.token, retry=False) as client:
         started = time.perf_counter()
         stop_at = started + w.seconds
 
@@ -228,7 +227,7 @@ async def _drive(w: Workload) -> dict[str, Any]:
                 issued += 1
                 t = time.perf_counter()
                 try:
-                    resp = await stub.Rerank(_request(w, i), timeout=w.timeout, metadata=metadata)
+                    resp = await client.rerank(_request(w, i))
                 except grpc.aio.AioRpcError as err:
                     codes[err.code().name] += 1
                     await asyncio.sleep(w.backoff)
@@ -238,11 +237,7 @@ async def _drive(w: Workload) -> dict[str, Any]:
                 chosen_rms.update(resp.reward_models)
                 if w.feedback:
                     try:
-                        await stub.Feedback(
-                            pb.FeedbackRequest(selection_id=resp.selection_id, reward=rng.random()),
-                            timeout=w.timeout,
-                            metadata=metadata,
-                        )
+                        await client.feedback(resp.selection_id, rng.random())
                         feedback_codes["OK"] += 1
                     except grpc.aio.AioRpcError as err:
                         feedback_codes[err.code().name] += 1
@@ -581,16 +576,12 @@ def _describe(target: str, token: str) -> dict[str, Any] | None:
     """What serves at `target` (None, with a message, if it cannot be reached)."""
     import grpc
 
-    from laser_serve.api import pb, rpc
+    from laser_serve.client import Client
 
-    metadata = (("authorization", f"Bearer {token}"),) if token else None
-    with grpc.insecure_channel(target) as channel:
-        stub = rpc.LaserStub(channel)
+    with Client(target, timeout=30, token=token, retry=False) as client:
         try:
-            info = stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=30, metadata=metadata)
-            rms = stub.ListRewardModels(
-                pb.ListRewardModelsRequest(), timeout=30, metadata=metadata
-            ).reward_models
+            info = client.server_info()
+            rms = client.reward_models()
         except grpc.RpcError as err:
             print(
                 f"laser-bench load: cannot reach laser-serve at {target}: "

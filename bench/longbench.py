@@ -24,18 +24,12 @@ def default_data_dir() -> Path:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = bestofn.add_parser(
+        sub,
         "longbench",
-        help="best-of-n LongBench scores: LASeR vs every baseline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="folder of LongBench v1 <task>.jsonl files "
+        "best-of-n LongBench scores: LASeR vs every baseline",
+        __doc__,
+        "folder of LongBench v1 <task>.jsonl files "
         "(default: $LASER_LONGBENCH_DIR, else ../shared/data/longbench)",
     )
     p.add_argument(

@@ -27,17 +27,12 @@ SUMMARY_TOKENS = 128  # multi_news asks for 512
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    p = bestofn.add_parser(
+        sub,
         "mix",
-        help="best-of-n on a GSM8K + LongBench stream, one bandit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="folder with gsm8k/test.jsonl and longbench/<task>.jsonl (default ../shared/data)",
+        "best-of-n on a GSM8K + LongBench stream, one bandit",
+        __doc__,
+        "folder with gsm8k/test.jsonl and longbench/<task>.jsonl (default ../shared/data)",
     )
     p.add_argument("--limit", type=int, default=None, help="the first N rows of each task")
     bestofn.add_arguments(p)

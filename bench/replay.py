@@ -519,6 +519,40 @@ def read_pools(path: Path) -> tuple[dict[str, Any], list[tuple[Row, dict[str, An
     return header, out
 
 
+def read_pool_files(
+    paths: Sequence[Path], keep: Any = None
+) -> tuple[dict[str, Any], list[tuple[Row, dict[str, Any]]]]:
+    """Several pool files as one: the first header and every row ``keep(row)`` accepts (all
+    without ``keep``); BenchError when they hold other reward models."""
+    header: dict[str, Any] | None = None
+    records: list[tuple[Row, dict[str, Any]]] = []
+    for path in paths:
+        h, recs = read_pools(path)
+        names = [rm["name"] for rm in h["reward_models"]]
+        if header is not None and names != [rm["name"] for rm in header["reward_models"]]:
+            raise BenchError(f"{path}: other reward models than {paths[0]}")
+        header = header or h
+        records += [(row, rec) for row, rec in recs if keep is None or keep(row)]
+    if header is None:
+        raise BenchError("no pool files")
+    return header, records
+
+
+def reward_table(paths: Sequence[Path]) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Pool files as a full-information table: (header, contexts (N, d), R (N, K)) with
+    R[i, k] the task score of the candidate the k-th RM of the header picks in row i."""
+    from laser_serve.pipeline import choose_candidate
+
+    header, records = read_pool_files(paths)
+    names = [rm["name"] for rm in header["reward_models"]]
+    pools = pools_from_records(records, names)
+    if not pools:
+        raise BenchError(f"{paths[0]}: no rows")
+    X = np.stack([p.context for p in pools])
+    R = np.array([[p.quality[choose_candidate(p.scores, (n,))[0]] for n in names] for p in pools])
+    return header, X, R
+
+
 def seed_cache(cache: Cache, records: Sequence[tuple[Row, dict[str, Any]]]) -> int:
     """Write shipped records into the cache, so a build resumes from them; returns how many
     stage records were new."""

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from laser_bench.cli import emit
 
-from laser_serve.api import pb, rpc
-from laser_serve.client import rerank_request
+from laser_serve.client import Client
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -69,9 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str, Any]:
-    with grpc.insecure_channel(target) as channel:
-        stub = rpc.LaserStub(channel)
-        rms = [r.name for r in stub.ListRewardModels(pb.ListRewardModelsRequest()).reward_models]
+    with Client(target, retry=False) as client:
+        rms = [r.name for r in client.reward_models()]
         policies = ["linucb", "ensemble", *[f"fixed:{rm}" for rm in rms]]
         samples: dict[str, dict[str, list[float]]] = {
             p: {"latency": [], "rm_seconds": [], "rm_calls": [], "overhead": []} for p in policies
@@ -82,11 +80,10 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
         for i in range(requests):
             q = QUESTIONS[i % len(QUESTIONS)]
             for policy in policies:
-                req = rerank_request(
+                t = time.perf_counter()
+                resp = client.rerank(
                     q, candidates=CANDIDATES[:n_candidates], policy=policy, context_text=q
                 )
-                t = time.perf_counter()
-                resp = stub.Rerank(req)
                 row = samples[policy]
                 row["latency"].append(time.perf_counter() - t)
                 tm = resp.timings
@@ -97,9 +94,7 @@ def measure_policies(target: str, requests: int, n_candidates: int) -> dict[str,
                 if policy == "linucb":  # keep the learner learning, as in production
                     for name in resp.reward_models:
                         linucb_choices[name] += 1
-                    stub.Feedback(
-                        pb.FeedbackRequest(selection_id=resp.selection_id, reward=float(i % 2))
-                    )
+                    client.feedback(resp.selection_id, float(i % 2))
         rows = {
             policy: {
                 "latency_s_p50": statistics.median(row["latency"]),
@@ -212,11 +207,15 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
     from laser_serve.rewards import make_reward_model
 
     config = config_module.load(profile=args.scoring_profile)
-    rms = [
-        make_reward_model(rm) for rm in config.reward_models if rm.kind in ("lm-loglik", "lm-judge")
-    ]
     ns = [int(v) for v in args.scoring_ns.split(",")]
     lengths = [int(v) for v in args.scoring_lengths.split(",")]
+    # Room for the longest prompt, its template and the candidates: nothing is cut.
+    room = max(lengths) + 256 + scoring_cost.ANSWER_TOKENS
+    rms = [
+        make_reward_model(dataclasses.replace(rm, max_length=max(rm.max_length, room)))
+        for rm in config.reward_models
+        if rm.kind in ("lm-loglik", "lm-judge")
+    ]
     out: dict[str, Any] = {"scoring": scoring_cost.measure(rms, ns, lengths, args.repeats)}
     if args.vllm_scoring:
         loglik = next(rm for rm in rms if rm.kind == "lm-loglik")
@@ -247,9 +246,9 @@ def format_tables(result: dict[str, Any]) -> str:
             "",
             f"lm-loglik through vLLM prompt_logprobs ({v['rm']}, n={v['n']}, 1,000 tokens): "
             f"default {v['vllm_default_seconds']:.3f} s (max |score - RM| "
-            f"{v['vllm_default_check']:.2g}), cache read forced "
+            f"{v['vllm_default_max_abs_diff']:.2g}), cache read forced "
             f"{v['vllm_cache_read_seconds']:.3f} s (max |score - RM| "
-            f"{v['vllm_cache_read_check']:.2g})",
+            f"{v['vllm_cache_read_max_abs_diff']:.2g})",
         ]
     if "generation" in result:
         lines += format_generation(result)

@@ -9,7 +9,8 @@ Both retry a call answered UNAVAILABLE (a server still loading its models, a dro
 connection) or RESOURCE_EXHAUSTED (overload, a rate limit) up to 4 times with exponential
 backoff, through gRPC's own retry policy (``retry=False`` turns it off; a
 ``grpc.service_config`` in ``options`` replaces it). A Feedback retried after its reply was
-lost answers ALREADY_EXISTS: the earlier attempt was applied.
+lost answers ALREADY_EXISTS: the earlier attempt was applied. ``token`` sends a bearer token
+with every call; ``rerank`` takes a prompt and keyword fields, or a built RerankRequest.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class _Channel:
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
         retry: bool = True,
+        token: str = "",
     ) -> None:
         opts = list(options)
         if retry and not any(key == "grpc.service_config" for key, _ in opts):
@@ -106,28 +108,42 @@ class _Channel:
             self.channel = self._grpc.insecure_channel(target, options=opts)
         self.stub = rpc.LaserStub(self.channel)
         self.timeout = timeout
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def _call(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "metadata": self.metadata}
+
+
+def _as_request(prompt: str | pb.RerankRequest | None, kwargs: dict[str, Any]) -> Any:
+    if isinstance(prompt, pb.RerankRequest):
+        if kwargs:
+            raise TypeError("pass either a RerankRequest or a prompt with fields, not both")
+        return prompt
+    return rerank_request(prompt, **kwargs)
 
 
 class Client(_Channel):
     _grpc = grpc
 
-    def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
-        return self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
+    def rerank(
+        self, prompt: str | pb.RerankRequest | None = None, **kwargs: Any
+    ) -> pb.RerankResponse:
+        return self.stub.Rerank(_as_request(prompt, kwargs), **self._call())
 
     def feedback(self, selection_id: str, reward: float) -> pb.FeedbackResponse:
         return self.stub.Feedback(
-            pb.FeedbackRequest(selection_id=selection_id, reward=reward), timeout=self.timeout
+            pb.FeedbackRequest(selection_id=selection_id, reward=reward), **self._call()
         )
 
     def selector_state(self) -> pb.SelectorState:
-        return self.stub.GetSelectorState(pb.GetSelectorStateRequest(), timeout=self.timeout)
+        return self.stub.GetSelectorState(pb.GetSelectorStateRequest(), **self._call())
 
     def reward_models(self) -> list[pb.RewardModelInfo]:
-        resp = self.stub.ListRewardModels(pb.ListRewardModelsRequest(), timeout=self.timeout)
+        resp = self.stub.ListRewardModels(pb.ListRewardModelsRequest(), **self._call())
         return list(resp.reward_models)
 
     def server_info(self) -> pb.ServerInfo:
-        return self.stub.GetServerInfo(pb.GetServerInfoRequest(), timeout=self.timeout)
+        return self.stub.GetServerInfo(pb.GetServerInfoRequest(), **self._call())
 
     def close(self) -> None:
         self.channel.close()
@@ -142,20 +158,25 @@ class Client(_Channel):
 class AsyncClient(_Channel):
     _grpc = grpc.aio
 
-    async def rerank(self, prompt: str | None = None, **kwargs: Any) -> pb.RerankResponse:
-        return await self.stub.Rerank(rerank_request(prompt, **kwargs), timeout=self.timeout)
+    async def rerank(
+        self, prompt: str | pb.RerankRequest | None = None, **kwargs: Any
+    ) -> pb.RerankResponse:
+        return await self.stub.Rerank(_as_request(prompt, kwargs), **self._call())
 
     async def feedback(self, selection_id: str, reward: float) -> pb.FeedbackResponse:
         return await self.stub.Feedback(
-            pb.FeedbackRequest(selection_id=selection_id, reward=reward), timeout=self.timeout
+            pb.FeedbackRequest(selection_id=selection_id, reward=reward), **self._call()
         )
 
     async def selector_state(self) -> pb.SelectorState:
-        return await self.stub.GetSelectorState(pb.GetSelectorStateRequest(), timeout=self.timeout)
+        return await self.stub.GetSelectorState(pb.GetSelectorStateRequest(), **self._call())
 
     async def reward_models(self) -> list[pb.RewardModelInfo]:
-        resp = await self.stub.ListRewardModels(pb.ListRewardModelsRequest(), timeout=self.timeout)
+        resp = await self.stub.ListRewardModels(pb.ListRewardModelsRequest(), **self._call())
         return list(resp.reward_models)
+
+    async def server_info(self) -> pb.ServerInfo:
+        return await self.stub.GetServerInfo(pb.GetServerInfoRequest(), **self._call())
 
     async def close(self) -> None:
         await self.channel.close()

@@ -117,6 +117,11 @@ class SelectorConfig:
     # INVALID_ARGUMENT. With quantile or minmax any finite reward is accepted (it is mapped
     # into [0, 1] before it reaches the statistics).
     reward_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    # A prior for a fresh state (laser_serve.priors): a laser-serve state dir (its logged
+    # decisions) or best-of-n pool files (full information); "" for none. Ignored, with a
+    # warning, once the state dir holds selector state: that state already has it.
+    warm_start: str = ""
+    warm_start_rounds: float = 0.0  # the rounds the whole prior counts as (0: each event once)
 
 
 @dataclass
@@ -231,6 +236,8 @@ class Config:
             len(rr) == 2 and all(math.isfinite(v) for v in rr) and rr[0] < rr[1],
             f"selector.reward_range must be two finite numbers [lo, hi] with lo < hi, got {rr}",
         )
+        wr = self.selector.warm_start_rounds
+        _check(math.isfinite(wr) and wr >= 0, "selector.warm_start_rounds must be >= 0")
         c = self.cluster
         _check(c.timeout_s > 0, "cluster.timeout_s must be > 0")
         _check(c.snapshot_lease_s > 0, "cluster.snapshot_lease_s must be > 0")
@@ -284,6 +291,17 @@ def make_selector(s: SelectorConfig, arms: Sequence[str], dim: int, spec: str = 
         reward_norm=s.reward_norm,
         window=s.window,
     )
+
+
+def apply_warm_start(s: SelectorConfig, policy: Policy) -> str:
+    """Initialize a fresh ``policy`` from ``s.warm_start`` (see ``laser_serve.priors``);
+    returns what it learned. ConfigError names the file and what is wrong with it."""
+    from laser_serve.priors import apply_prior
+
+    try:
+        return apply_prior(policy, s.warm_start, s.warm_start_rounds or None)
+    except ValueError as exc:
+        raise ConfigError(f"selector.warm_start {s.warm_start}: {exc}") from None
 
 
 def check_choice(value: Any, choices: Sequence[Any], key: str) -> None:

@@ -73,12 +73,14 @@ def shared_prefix_hidden_many(
 ) -> list[Hidden]:
     """`shared_prefix_hidden` of several requests in as few forwards as memory allows.
 
-    All prefixes run in one forward (right padded: a real token never sees a pad). The
-    continuations of every request then run in chunks, each row on a copy of its own
-    request's cache; an attention mask hides the padding of shorter prefixes and positions
-    continue from each row's own prefix length. A chunk holds at most `max_tokens` tokens
-    (rows × (prefix + continuation), at least one row), so short rows batch wide and long
-    rows narrow, within the memory the caller allows.
+    All prefixes run in one forward (right padded: a real token never sees a pad). Then each
+    request's continuations run packed side by side in one row on top of its own prefix's
+    cache: a 4D mask lets every continuation token see its prefix (not the padding) and the
+    earlier tokens of its own continuation only, and positions restart at the prefix length
+    for each continuation. So the cache is never copied per candidate, and the work is the
+    prefix once plus the continuations once, as the physics needs. A forward holds at most
+    `max_tokens` tokens (rows × (prefix + packed row), at least one row): a request whose
+    continuations do not fit in one row is split over several, on copies of its cache.
     """
     from transformers import DynamicCache
 
@@ -91,38 +93,85 @@ def shared_prefix_hidden_many(
     out = decoder(input_ids=ids, use_cache=True)
     layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
     lasts = [out.last_hidden_state[i, n - 1] for i, n in enumerate(lengths)]
-    rows = [(i, c) for i, r in enumerate(requests) for c in r.continuations]
+    packed = _pack(requests, max(max_tokens - width, 1))
     hidden: list[list[torch.Tensor]] = [[] for _ in requests]
     start = 0
-    while start < len(rows):
-        chunk = rows[start : start + _fit(rows[start:], width, max_tokens)]
+    while start < len(packed):
+        chunk = packed[start : start + _fit(packed[start:], width, max_tokens)]
         start += len(chunk)
-        owner = torch.tensor([i for i, _ in chunk], device=device)
-        cont = max(len(c) for _, c in chunk)
-        ids = torch.zeros((len(chunk), cont), dtype=torch.long, device=device)
-        for j, (_, c) in enumerate(chunk):
-            ids[j, : len(c)] = torch.tensor(c, device=device)
-        own = torch.tensor([lengths[i] for i, _ in chunk], device=device)[:, None]
-        kwargs: dict[str, Any] = {}
-        if (own < width).any():  # some prefixes are padded: mask the pads, shift positions
-            slots = torch.arange(width + cont, device=device)[None, :]
-            kwargs["attention_mask"] = ((slots < own) | (slots >= width)).long()
-            kwargs["position_ids"] = own + torch.arange(cont, device=device)[None, :]
-        cache = DynamicCache(
-            [(k.index_select(0, owner), v.index_select(0, owner)) for k, v in layers],
-            config=decoder.config,
-        )
-        h = decoder(input_ids=ids, past_key_values=cache, use_cache=True, **kwargs)
-        for j, (i, c) in enumerate(chunk):
-            hidden[i].append(h.last_hidden_state[j, : len(c)])
+        owners = [i for i, _ in chunk]
+        if owners == list(range(len(requests))):
+            cache_layers = layers  # one row per request, in order: the cache as it is
+        else:
+            index = torch.tensor(owners, device=device)
+            cache_layers = [(k.index_select(0, index), v.index_select(0, index)) for k, v in layers]
+        ids, positions, mask = _packed_inputs(chunk, lengths, width, decoder.dtype, device)
+        h = decoder(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            past_key_values=DynamicCache(cache_layers, config=decoder.config),
+            use_cache=True,
+        ).last_hidden_state
+        for j, (i, conts) in enumerate(chunk):
+            offset = 0
+            for c in conts:
+                hidden[i].append(h[j, offset : offset + len(c)])
+                offset += len(c)
     return list(zip(lasts, hidden, strict=True))
 
 
-def _fit(rows: Sequence[tuple[int, list[int]]], prefix: int, max_tokens: int) -> int:
-    """How many of `rows` fit in one forward: rows × (prefix + widest) <= max_tokens."""
+Packed = tuple[int, list[list[int]]]  # (request index, continuations side by side in one row)
+
+
+def _pack(requests: Sequence[Rows], row_tokens: int) -> list[Packed]:
+    """Each request's continuations, in order, in rows of at most `row_tokens` tokens (a
+    longer continuation gets a row of its own)."""
+    out: list[Packed] = []
+    for i, r in enumerate(requests):
+        row: list[list[int]] = []
+        for c in r.continuations:
+            if row and sum(map(len, row)) + len(c) > row_tokens:
+                out.append((i, row))
+                row = []
+            row.append(c)
+        if row:
+            out.append((i, row))
+    return out
+
+
+def _packed_inputs(
+    chunk: Sequence[Packed], lengths: Sequence[int], width: int, dtype: Any, device: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token ids, positions and the additive 4D mask (rows, 1, row, width + row) of packed
+    rows over a cache of `width` prefix slots."""
+    row = max(sum(map(len, conts)) for _, conts in chunk)
+    ids = torch.zeros((len(chunk), row), dtype=torch.long)
+    positions = torch.zeros((len(chunk), row), dtype=torch.long)
+    segment = torch.full((len(chunk), row), -1)  # which continuation a slot holds (-1: pad)
+    for j, (i, conts) in enumerate(chunk):
+        offset = 0
+        for s, c in enumerate(conts):
+            ids[j, offset : offset + len(c)] = torch.tensor(c)
+            positions[j, offset : offset + len(c)] = lengths[i] + torch.arange(len(c))
+            segment[j, offset : offset + len(c)] = s
+            offset += len(c)
+    own = torch.tensor([lengths[i] for i, _ in chunk])[:, None, None]
+    sees_prefix = (torch.arange(width)[None, None, :] < own).expand(-1, row, -1)
+    q = torch.arange(row)
+    causal = q[None, :] <= q[:, None]  # key slot <= query slot
+    same = segment[:, :, None] == segment[:, None, :]
+    sees_own = same & causal[None] & (segment[:, :, None] >= 0)
+    allowed = torch.cat([sees_prefix, sees_own], dim=2)[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return ids.to(device), positions.to(device), mask.to(device)
+
+
+def _fit(rows: Sequence[Packed], prefix: int, max_tokens: int) -> int:
+    """How many packed rows fit in one forward: rows × (prefix + widest) <= max_tokens."""
     widest = 0
-    for count, (_, c) in enumerate(rows, 1):
-        widest = max(widest, len(c))
+    for count, (_, conts) in enumerate(rows, 1):
+        widest = max(widest, sum(map(len, conts)))
         if count > 1 and count * (prefix + widest) > max_tokens:
             return count - 1
     return len(rows)

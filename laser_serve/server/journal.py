@@ -308,3 +308,116 @@ class JournalWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def format_of(path: Path) -> int:
+    """1 or 2; an empty file counts as format 2 (the header is written first)."""
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    return 2 if MAGIC.startswith(head) else 1
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionLog:
+    """The journal's decisions joined with their feedback: one row per decision that got a
+    reward (built by :func:`decision_log`).
+
+    ``arms`` and the context dimension are those of the latest decision; ``contexts`` (N, d)
+    float64, ``chosen`` (N,) indices into ``arms``, ``probs`` (N, K) p(·|x) as logged,
+    ``rewards`` (N,) the normalized reward the selector learned from (a format-1 feedback
+    has none logged: its raw reward stands in, counted under "raw_reward"), ``sources``
+    (N,) application or auto_nll, ``policies`` (N,) the spec that chose. ``params``: the
+    parameters of the latest decision. ``counts``: decisions, rows, and why the others are
+    not rows (no_feedback: still pending; expired; dropped by a rebuild filter; several_arms:
+    ensemble choices credit no single arm; other_arms: made over another arm list or
+    context dimension; orphan_feedback: its decision is in no kept segment).
+    """
+
+    arms: tuple[str, ...]
+    contexts: np.ndarray
+    chosen: np.ndarray
+    probs: np.ndarray
+    rewards: np.ndarray
+    sources: tuple[str, ...]
+    policies: tuple[str, ...]
+    params: dict[str, Any]
+    counts: dict[str, int]
+
+    def __len__(self) -> int:
+        return int(self.chosen.shape[0])
+
+    @property
+    def propensities(self) -> np.ndarray:
+        """p of each chosen arm, read from ``probs`` (the one logged vector, so the logged
+        policy's importance weights are exactly 1)."""
+        return self.probs[np.arange(len(self)), self.chosen]
+
+
+def decision_log(folder: Path, arms: Sequence[str] = ()) -> DecisionLog:
+    """Join every segment's decisions with their feedback (:func:`read_all`, so a torn tail
+    is skipped, not cut). ``arms``: the configured arm names, needed only to read
+    format-1 segments (they name arms by index). ValueError when there is no journal, a
+    format-1 segment comes without ``arms``, or no decision has a reward yet."""
+    paths = segments(folder)
+    if not paths:
+        raise ValueError(f"{folder} holds no journal (journal-*.log); is it a state dir?")
+    v1 = [p.name for p in paths if format_of(p) == 1]
+    if v1 and not arms:
+        raise ValueError(
+            f"{folder} has format-1 journal segments ({', '.join(v1)}), which name arms by "
+            "index: pass the configured reward model names in order"
+        )
+    decisions: dict[str, DecisionRecord] = {}
+    outcomes: dict[str, FeedbackRecord] = {}
+    counts = dict.fromkeys(
+        ("decisions", "rows", "no_feedback", "expired", "dropped", "several_arms"), 0
+    )
+    counts |= {"other_arms": 0, "orphan_feedback": 0, "raw_reward": 0}
+    for _, record in read_all(folder, arms):
+        if isinstance(record, DecisionRecord):
+            decisions[record.id] = record
+        elif record.id in decisions:
+            outcomes[record.id] = record
+        else:
+            counts["orphan_feedback"] += 1
+    counts["decisions"] = len(decisions)
+    if not decisions:
+        raise ValueError(f"the journal in {folder} holds no decisions yet")
+    last = next(reversed(decisions.values()))
+    shape = (last.eligible, last.x.size)
+    rows: list[tuple[DecisionRecord, FeedbackRecord, float]] = []
+    for dec in decisions.values():
+        fb = outcomes.get(dec.id)
+        if fb is None:
+            counts["no_feedback"] += 1
+        elif fb.source in ("expired", "dropped"):
+            counts[fb.source] += 1
+        elif len(dec.chosen) != 1:
+            counts["several_arms"] += 1
+        elif (dec.eligible, dec.x.size) != shape:
+            counts["other_arms"] += 1
+        else:
+            reward = fb.normalized if fb.normalized is not None else fb.reward
+            counts["raw_reward"] += fb.normalized is None
+            assert reward is not None  # a learning source always carries one
+            rows.append((dec, fb, float(reward)))
+    counts["rows"] = len(rows)
+    if not rows:
+        why = ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k != "decisions"
+        )
+        raise ValueError(
+            f"none of the {len(decisions)} decisions in {folder} has a reward yet ({why}); "
+            "send Feedback for Reranks made with expect_feedback"
+        )
+    return DecisionLog(
+        arms=last.eligible,
+        contexts=np.stack([d.x for d, _, _ in rows]).astype(np.float64),
+        chosen=np.array([d.chosen[0] for d, _, _ in rows], dtype=np.int64),
+        probs=np.stack([d.probs for d, _, _ in rows]).astype(np.float64),
+        rewards=np.array([r for _, _, r in rows]),
+        sources=tuple(f.source for _, f, _ in rows),
+        policies=tuple(d.policy for d, _, _ in rows),
+        params=dict(last.params),
+        counts=counts,
+    )

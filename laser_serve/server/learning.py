@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from laser_serve.config import Config, make_selector
+from laser_serve.config import Config, apply_warm_start, make_selector
 from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError, InvalidArgument
 from laser_serve.selector import Decision, Policy, RewardNormalizer, SelectorStateError
@@ -111,7 +111,10 @@ class Learner:
     def open(self) -> None:
         """Load the last snapshot, replay the journals after it, start a new journal."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        fresh = not (self.dir / "learner.json").exists() and not self._segments()
         replayed = self._load(repair=True)
+        if self.config.selector.warm_start:
+            self._warm_start(fresh)
         # A segment newer than the snapshot (a crash between starting it and committing the
         # snapshot) was just replayed: the next generation must come after it, never reuse it.
         self.generation = max([self.generation, *map(journal.generation_of, self._segments())])
@@ -125,6 +128,23 @@ class Learner:
             len(self.pending),
         )
         self._publish()
+
+    def _warm_start(self, fresh: bool) -> None:
+        """Apply selector.warm_start to a fresh state dir only. A restart finds the prior in
+        its own snapshot (written right after this), so applying it again would count it
+        twice; refusing would keep a server whose config names a prior from restarting."""
+        where = self.config.selector.warm_start
+        if not fresh:
+            log.warning(
+                "selector.warm_start %s ignored: %s already holds selector state (a warm "
+                "start applies to a fresh state dir only)",
+                where,
+                self.dir,
+            )
+            return
+        log.info(
+            "selector warm-started from %s", apply_warm_start(self.config.selector, self.policy)
+        )
 
     def load_readonly(self) -> int:
         """Load the snapshot and replay the journal after it in memory, changing no file

@@ -69,6 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--generator", choices=config_module.BACKENDS, help="generation backend")
     p.add_argument("--state-dir", help="where selector state and the journal live")
     p.add_argument(
+        "--warm-start",
+        metavar="FILE",
+        help="initialize a fresh selector from a state dir's logged decisions or from "
+        "best-of-n pool files (selector.warm_start; ignored once the state dir has state)",
+    )
+    p.add_argument(
+        "--warm-start-rounds",
+        type=float,
+        metavar="N",
+        help="the rounds the whole prior counts as (selector.warm_start_rounds; default: "
+        "each logged event once)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -147,6 +160,8 @@ def build_config(args: argparse.Namespace) -> Config:
         ("metrics_port", "server.metrics_port"),
         ("generator", "generator.backend"),
         ("state_dir", "server.state_dir"),
+        ("warm_start", "selector.warm_start"),
+        ("warm_start_rounds", "selector.warm_start_rounds"),
     ):
         value = getattr(args, flag)
         if value is not None:

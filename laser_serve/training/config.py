@@ -87,6 +87,12 @@ class TrainConfig:
     normalize_context: bool = knob(False, "unit-normalize contexts (the paper does not)")
     reward_norm: str = knob("quantile", "how rewards are scaled before LinUCB", REWARD_NORMS)
     window: int = knob(1000, "rewards kept for the quantiles")
+    warm_start: str = knob(
+        "", "initialize the selector from a laser-serve state dir or pool files (a new run only)"
+    )
+    warm_start_rounds: float = knob(
+        0.0, "the rounds the whole prior counts as (0: each event once)"
+    )
     # --- reward models ---
     reward_models: list[str] = knob([], "pool subset by name (empty: all)")
     rm_config: str = knob("", "laser-serve TOML whose [[reward_models]] replace the default pool")
@@ -122,6 +128,8 @@ class TrainConfig:
             reward_norm=self.reward_norm,
             window=self.window,
             seed=self.seed,
+            warm_start=self.warm_start,
+            warm_start_rounds=self.warm_start_rounds,
         )
 
 

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from laser_serve.config import RewardModelConfig, make_selector
+from laser_serve.config import RewardModelConfig, apply_warm_start, make_selector
 from laser_serve.devices import pick
 from laser_serve.durable import atomic_write
 from laser_serve.errors import ConfigError
@@ -254,6 +254,11 @@ def _validate(cfg: TrainConfig) -> None:
         (cfg.iterations >= 1, "--iterations must be at least 1"),
         (cfg.temperature > 0, "--temperature must be > 0 (sampling needs variety)"),
         (cfg.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+        (
+            not cfg.warm_start or Path(cfg.warm_start).exists(),
+            f"--warm-start {cfg.warm_start}: no such file or folder",
+        ),
+        (cfg.warm_start_rounds >= 0, "--warm-start-rounds must be >= 0 (0: each event once)"),
     ]
     for f in dataclasses.fields(cfg):  # the allowed values each field declares
         choices = f.metadata["choices"]
@@ -315,6 +320,8 @@ def _setup(
         state["config"] = cfg.to_dict()
         echo(f"resumed from {saved} at batch {state['step']}")
         return run, state
+    if cfg.warm_start:  # a resumed run has the prior in its checkpoint's selector
+        echo(f"selector warm-started from {apply_warm_start(cfg.selector(), selector)}")
     out.mkdir(parents=True, exist_ok=True)
     state = {
         "step": 0,

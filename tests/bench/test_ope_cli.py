@@ -40,4 +40,13 @@ def test_errors_are_one_line_for_people(tmp_path, capsys) -> None:
     assert cli.main(["ope", "--validate", "--table", str(tmp_path / "none.npz")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert cli.main(["ope"]) == 2
-    assert "only --validate is available" in capsys.readouterr().err
+    assert "pass --validate" in capsys.readouterr().err
+
+
+def test_warm_start_bench_lowers_regret_on_rows_it_was_not_warmed_on(capsys) -> None:
+    argv = ["ope", "--warm-start", "--json", "--rows", "500", "--seeds", "3"]
+    assert cli.main([*argv, "--policies", "linucb", "--warm-rows", "100"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert row["warm"]["mean"] < 0.5 * row["cold"]["mean"]
+    assert cli.main([*argv, "--warm-rows", "400", "--play-rounds", "200"]) == 2
+    assert "need warm_rows + rounds <= 500 rows" in capsys.readouterr().err

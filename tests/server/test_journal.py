@@ -327,3 +327,40 @@ def test_a_record_that_would_overflow_is_skipped_even_inside_the_range(tmp_path:
     learner = _learner(state, "selector.reward_range=-1e308,1e308")
     learner.open()
     assert learner.skipped == 1 and _stats(learner)[1][1] == 0
+
+
+def test_decision_log_joins_both_formats_and_counts_what_it_leaves_out(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    records = [_v1_selection(1, 1), _v1_feedback(1, 1, 0.25), _v1_selection(2, 2)]
+    _v1_state_dir(state, records, pending=[])
+    with pytest.raises(ValueError, match="format-1 journal segments .*journal-1.log"):
+        journal.decision_log(state)
+    learner = _learner(state)
+    learner.open()  # continues in format 2 next to the v1 segment
+    learner.feedback(f"{2:032x}", 0.5)
+    live = _choose(learner, 0)
+    learner.feedback(live, 1.0)
+    _choose(learner, 1)  # no feedback yet
+    ensemble = learner.record(
+        learner.policy, Decision((0, 1), np.full(3, 1 / 3), 1.0), X, 2, 0, True, None
+    )
+    learner.feedback(ensemble, 0.75)
+    learner.close()
+    dlog = journal.decision_log(state, ARMS)
+    assert dlog.arms == ARMS and len(dlog) == 3
+    assert dlog.chosen.tolist() == [1, 2, 0] and dlog.rewards.tolist() == [0.25, 0.5, 1.0]
+    assert dlog.propensities.tolist() == [1.0, 1.0, 1.0]
+    c = dlog.counts
+    assert (c["decisions"], c["rows"], c["no_feedback"], c["several_arms"]) == (5, 3, 1, 1)
+    assert c["raw_reward"] == 1  # the v1 feedback logged no normalized reward
+
+
+def test_decision_log_says_when_nothing_has_a_reward_yet(tmp_path: Path) -> None:
+    learner = _learner(tmp_path)
+    learner.open()
+    _choose(learner, 0)
+    learner.close()
+    with pytest.raises(
+        ValueError, match=r"none of the 1 decisions .* reward yet \(no feedback 1\)"
+    ):
+        journal.decision_log(tmp_path)
