@@ -70,10 +70,10 @@ def measure(
 
     out = []
     for rm in rms:
+        rm.score_rows(rm.rows(request_of(rm.tokenizer, min(lengths), max(ns))))  # warm-up
         for length in lengths:
             for n in ns:
                 rows = rm.rows(request_of(rm.tokenizer, length, n))
-                rm.score_rows(rows)  # warm-up
                 out.append(
                     {
                         "rm": rm.name,
