@@ -34,7 +34,7 @@ serve: install
 	HF_HUB_OFFLINE=1 $(BIN)/laser-serve $(ARGS)
 
 test: install promtool cluster-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS)
 
 # Tests check the alert rules and the metrics exposition with promtool and scrape the server
 # with a real Prometheus (Debian package prometheus).
