@@ -21,6 +21,11 @@ the logged policy itself). Learning targets replay with the logged context setti
 format-1 segments. ``--json`` prints ``{"rows": [{"target", "estimator", "estimate", "ci",
 "ess", "unsupported"}, ...], "warnings": [...], "counts": {...}, "mean_reward", ...}``.
 
+``--redis URL`` (with ``--key-prefix``, the cluster's ``cluster.key_prefix``) does the same
+for replicas that learn as one: it reads the cluster's shared update stream in Redis, whose
+events are decisions with their feedback, so every row has a reward (decisions still waiting
+for feedback are not in the stream, and events below the oldest kept snapshot were trimmed).
+
 ``--warm-start`` checks that a warm start pays off, on the same tables (or ``--pools``, best-of-n
 pool files): per seed the rows are shuffled, the first ``--warm-rows`` warm a policy
 (full information, counted as ``--prior-rounds`` rounds) and the next ``--play-rounds`` are
@@ -40,6 +45,7 @@ from typing import Any
 import numpy as np
 from laser_bench.cli import emit
 
+from laser_serve.errors import ConfigError
 from laser_serve.selector.offline import (
     LOGGED,
     LOGGERS,
@@ -221,22 +227,36 @@ def format_journal(doc: dict[str, Any], config: str) -> str:
     return "\n".join(lines)
 
 
-def run_journal(args: argparse.Namespace) -> int:
+def read_log(args: argparse.Namespace) -> tuple[DecisionLog, str]:
+    """The decision log of --journal DIR or --redis URL, and where it came from."""
+    if args.redis:
+        from laser_serve.config import ClusterConfig
+        from laser_serve.server.cluster import SharedLog, redis
+
+        shared = SharedLog(ClusterConfig(redis_url=args.redis, key_prefix=args.key_prefix))
+        try:
+            return shared.decision_log(), f"{args.redis} (stream {shared.stream})"
+        except redis.RedisError as exc:
+            raise ValueError(f"--redis {args.redis}: {exc}") from None
     folder = Path(args.journal)
+    if not folder.is_dir():
+        raise ValueError(f"--journal {folder}: not a folder (pass a laser-serve state dir)")
+    return decision_log(folder, args.rm_names or ()), str(folder)
+
+
+def run_journal(args: argparse.Namespace) -> int:
     try:
-        if not folder.is_dir():
-            raise ValueError(f"--journal {folder}: not a folder (pass a laser-serve state dir)")
-        dlog = decision_log(folder, args.rm_names or ())
+        dlog, where = read_log(args)
         targets = args.targets or [
             *JOURNAL_TARGETS[:2],
             *(f"fixed:{a}" for a in dlog.arms),
             *JOURNAL_TARGETS[2:],
         ]
         doc = evaluate_journal(dlog, targets, n_boot=args.n_boot, level=args.level)
-    except ValueError as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"laser-bench ope: {exc}", file=sys.stderr)
         return 2
-    config = f"{folder}: K={len(dlog.arms)}, d={doc['dim']}, {args.level:.0%} intervals"
+    config = f"{where}: K={len(dlog.arms)}, d={doc['dim']}, {args.level:.0%} intervals"
     if args.json:
         emit(json.dumps({**doc, "config": config}))
     else:
@@ -311,14 +331,18 @@ def run_warm_start(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.journal:
+    if args.journal and args.redis:
+        print("laser-bench ope: pass --journal DIR or --redis URL, not both", file=sys.stderr)
+        return 2
+    if args.journal or args.redis:
         return run_journal(args)
     if args.warm_start:
         return run_warm_start(args)
     if not args.validate:
         print(
             "laser-bench ope: pass --validate (check the estimators on a table), --journal "
-            "DIR (evaluate a server's decision log) or --warm-start (check a warm start)",
+            "DIR or --redis URL (evaluate a server's or a cluster's decision log) or "
+            "--warm-start (check a warm start)",
             file=sys.stderr,
         )
         return 2
@@ -354,6 +378,10 @@ def register(subparsers: Any) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--validate", action="store_true", help="check the estimators on a table")
     p.add_argument("--journal", metavar="DIR", help="evaluate a laser-serve state dir's journal")
+    p.add_argument("--redis", metavar="URL", help="evaluate a cluster's shared update stream")
+    p.add_argument(
+        "--key-prefix", default="laser", help="with --redis: the cluster.key_prefix (laser)"
+    )
     p.add_argument(
         "--rm-names",
         nargs="+",

@@ -38,6 +38,7 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +212,27 @@ class SharedLog:
                 assert isinstance(feedback, FeedbackRecord)
                 events.append(Event(entry_id.decode(), int(fields[b"s"]), decision, feedback))
         return events
+
+    def events(self) -> Iterator[Event]:
+        """Every event still in the stream, oldest first (what is below the oldest kept
+        snapshot was trimmed), without blocking."""
+        after = "0-0"
+        while batch := self.read(after, None):
+            yield from batch
+            after = batch[-1].id
+
+    def decision_log(self) -> journal.DecisionLog:
+        """The stream as a decision log for off-policy evaluation (``laser-bench ope
+        --redis``): every event is a decision with its feedback, so every row has a reward;
+        decisions still waiting for feedback are not in the stream."""
+
+        def records() -> Iterator[journal.Record]:
+            for event in self.events():
+                yield event.decision
+                yield event.feedback
+
+        where = f"the stream {self.stream} at {self.config.redis_url}"
+        return journal.join_decisions(records(), where)
 
     def head(self) -> int:
         """The number of the last event appended (0: none)."""

@@ -367,13 +367,19 @@ def decision_log(folder: Path, arms: Sequence[str] = ()) -> DecisionLog:
             f"{folder} has format-1 journal segments ({', '.join(v1)}), which name arms by "
             "index: pass the configured reward model names in order"
         )
+    return join_decisions((record for _, record in read_all(folder, arms)), f"{folder}")
+
+
+def join_decisions(records: Iterable[Record], where: str) -> DecisionLog:
+    """Decisions joined with their feedback, from records in log order (a journal's, or a
+    cluster stream's decision/feedback pairs); ``where`` names the source in errors."""
     decisions: dict[str, DecisionRecord] = {}
     outcomes: dict[str, FeedbackRecord] = {}
     counts = dict.fromkeys(
         ("decisions", "rows", "no_feedback", "expired", "dropped", "several_arms"), 0
     )
     counts |= {"other_arms": 0, "orphan_feedback": 0, "raw_reward": 0}
-    for _, record in read_all(folder, arms):
+    for record in records:
         if isinstance(record, DecisionRecord):
             decisions[record.id] = record
         elif record.id in decisions:
@@ -382,7 +388,7 @@ def decision_log(folder: Path, arms: Sequence[str] = ()) -> DecisionLog:
             counts["orphan_feedback"] += 1
     counts["decisions"] = len(decisions)
     if not decisions:
-        raise ValueError(f"the journal in {folder} holds no decisions yet")
+        raise ValueError(f"{where} holds no decisions yet")
     last = next(reversed(decisions.values()))
     shape = (last.eligible, last.x.size)
     rows: list[tuple[DecisionRecord, FeedbackRecord, float]] = []
@@ -407,7 +413,7 @@ def decision_log(folder: Path, arms: Sequence[str] = ()) -> DecisionLog:
             f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v and k != "decisions"
         )
         raise ValueError(
-            f"none of the {len(decisions)} decisions in {folder} has a reward yet ({why}); "
+            f"none of the {len(decisions)} decisions in {where} has a reward yet ({why}); "
             "send Feedback for Reranks made with expect_feedback"
         )
     return DecisionLog(

@@ -35,6 +35,11 @@ def _prompts(task: str) -> dict[str, str]:
     return {r.key: r.prompt for r in rows}
 
 
+def _scoring_tokens(record: dict) -> int:
+    gen = record["generate"]["value"]
+    return gen["prompt_tokens"] + sum(c["tokens"] for c in gen["candidates"])
+
+
 def shipped_slice(path: Path) -> tuple[replay.Settings, list[tuple[replay.Row, dict]]]:
     from laser_serve.config import RewardModelConfig
 
@@ -53,8 +58,10 @@ def shipped_slice(path: Path) -> tuple[replay.Settings, list[tuple[replay.Row, d
         encoder=header["encoder"],
         reward_models=rms,
     )
-    # Rows the policy saw uncut, so that a shorter generation sees the same prompt.
-    chosen = [(r, rec) for r, rec in records if not rec["generate"]["value"]["truncated"]][:SLICE]
+    # Rows the policy saw uncut, so that a shorter generation sees the same prompt; the
+    # cheapest to score, so that the 0.5B RMs keep the check to seconds on 2 cores.
+    uncut = [(r, rec) for r, rec in records if not rec["generate"]["value"]["truncated"]]
+    chosen = sorted(uncut, key=lambda item: _scoring_tokens(item[1]))[:SLICE]
     prompts: dict[str, dict[str, str]] = {}
     out = []
     for row, record in chosen:
