@@ -44,24 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from laser_bench.cli import emit
+from laser_bench.rerank_cost import CANDIDATES, QUESTIONS
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "How many legs does a spider have?",
-    "Why is the sky blue?",
-    "What is 12 times 12?",
-    "Who wrote Hamlet?",
-    "What is photosynthesis?",
-    "Name three primary colours.",
-    "How far is the Moon?",
-]
-CANDIDATES = [
-    "The answer is given in the first sentence of the text.",
-    "I am not sure, but I think it is related to the question.",
-    "Here is a short, direct answer with one supporting reason.",
-    "A long answer that repeats the question and then explains the context in detail, "
-    "covering the background, the key facts and a conclusion.",
-]
 DEFAULT_LEVELS = "1,4,16,64"
 THREAD_ENV = (
     "OMP_NUM_THREADS",

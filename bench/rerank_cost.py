@@ -22,6 +22,7 @@ from laser_bench.cli import emit
 
 from laser_serve.client import Client
 
+# Short prompts and caller candidates, shared with `laser-bench load`'s short workload.
 QUESTIONS = [
     "What is the capital of France?",
     "How many legs does a spider have?",
@@ -63,6 +64,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scoring-lengths", default="256,1000,2000", help="prompt tokens")
     p.add_argument("--repeats", type=int, default=3, help="repeats per scoring cell (median)")
     p.add_argument("--vllm-scoring", action="store_true", help="also score lm-loglik through vLLM")
+    p.add_argument(
+        "--batching",
+        type=int,
+        default=16,
+        metavar="N",
+        help="per-request seconds of every RM, N requests alone vs as one batch (0: skip)",
+    )
+    p.add_argument(
+        "--batching-tokens", type=int, default=1000, help="the long requests' prompt tokens"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -217,6 +228,11 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
         if rm.kind in ("lm-loglik", "lm-judge")
     ]
     out: dict[str, Any] = {"scoring": scoring_cost.measure(rms, ns, lengths, args.repeats)}
+    if args.batching:
+        every = [make_reward_model(rm) for rm in config.reward_models]
+        out["batching"] = scoring_cost.measure_batching(
+            every, args.batching, args.repeats, args.batching_tokens
+        )
     if args.vllm_scoring:
         loglik = next(rm for rm in rms if rm.kind == "lm-loglik")
         out["vllm_scoring"] = scoring_cost.measure_vllm_loglik(loglik, 8, 1000, args.repeats)
@@ -239,6 +255,20 @@ def format_tables(result: dict[str, Any]) -> str:
                 f"| {r['rm']} | {r['n']} | {r['prompt_tokens']} | {r['seconds']:.3f} | "
                 f"{r['bound_seconds']:.3f} | {r['old_seconds']:.3f} | "
                 f"{r['seconds'] / r['bound_seconds']:.2f} | {r['old_seconds'] / r['seconds']:.2f} |"
+            )
+    if "batching" in result:
+        lines += [
+            "",
+            "Batching across requests (per-request seconds, the load bench's requests: 4 "
+            "candidates; medians)",
+            "",
+            "| RM | prompt | requests | alone s | batched s | gain |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for r in result["batching"]:
+            lines.append(
+                f"| {r['rm']} | {r['prompt']} | {r['requests']} | {r['alone_s']:.3f} | "
+                f"{r['batched_s']:.3f} | {r['gain']:.2f} |"
             )
     if "vllm_scoring" in result:
         v = result["vllm_scoring"]

@@ -92,6 +92,57 @@ def measure(
     return out
 
 
+def batch_requests(prompt: str, count: int, long_tokens: int = 1000) -> list[Any]:
+    """`count` distinct requests like `laser-bench load`'s: ``short`` (a question and the
+    four caller candidates) or ``long`` (a document of about `long_tokens` before it)."""
+    from laser_bench.rerank_cost import CANDIDATES, QUESTIONS
+
+    from laser_serve.rewards import ScoreRequest
+
+    document = long_prompt(long_tokens) + "\n\n" if prompt == "long" else ""
+    out = []
+    for i in range(count):
+        q = f"{QUESTIONS[i % len(QUESTIONS)]} ({i})"
+        cands = [f"{c} ({i})" for c in CANDIDATES]
+        out.append(ScoreRequest([{"role": "user", "content": f"[{i}] {document}{q}"}], cands, q))
+    return out
+
+
+def _score_each(rm: Any, requests: Sequence[Any]) -> None:
+    for r in requests:
+        rm.score_batch([r])
+
+
+def measure_batching(
+    rms: Sequence[Any], count: int, repeats: int, long_tokens: int = 1000
+) -> list[dict[str, Any]]:
+    """Per-request seconds of each RM scoring `count` concurrent requests one at a time
+    against all of them as one batch (what the server's scheduler does with concurrent
+    callers): the most that batching can give the load bench's Rerank/s."""
+    from functools import partial
+
+    out = []
+    for rm in rms:
+        for prompt in ("short", "long"):
+            reqs = batch_requests(prompt, count, long_tokens)
+            rm.score_batch(reqs[:2])  # warm-up
+            one_by_one = partial(_score_each, rm, reqs)
+            alone = _median_seconds(one_by_one, repeats) / count
+            batched = _median_seconds(partial(rm.score_batch, reqs), repeats) / count
+            out.append(
+                {
+                    "rm": rm.name,
+                    "kind": rm.kind,
+                    "prompt": prompt,
+                    "requests": count,
+                    "alone_s": alone,
+                    "batched_s": batched,
+                    "gain": alone / batched,
+                }
+            )
+    return out
+
+
 def measure_vllm_loglik(rm: Any, n: int, length: int, repeats: int) -> dict[str, Any]:
     """lm-loglik's scores of one request through vLLM's prompt_logprobs, timed, and checked
     against the RM's own scores; each timed request has a fresh prompt (nothing cached)."""

@@ -1,5 +1,6 @@
-"""`laser-bench rerank-cost`'s scoring table on the suite's 135M RMs, at toy sizes: one row per
-(RM, prompt length, n) with the three timings, and the prompt really that long."""
+"""`laser-bench rerank-cost`'s scoring tables on the suite's 135M RMs, at toy sizes: one row per
+(RM, prompt length, n) with the three timings, and the prompt really that long; one row per
+(RM, short or long) of the batching table."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ def test_scoring_rows(capsys: pytest.CaptureFixture[str]) -> None:
         "rerank-cost", "--skip-policies", "--skip-generation",
         "--scoring-profile", "smollm2-135m",
         "--scoring-ns", "1,3", "--scoring-lengths", "64", "--repeats", "1", "--json",
+        "--batching", "2", "--batching-tokens", "48",
     ]  # fmt: skip
     assert bench_main(argv) == 0
-    rows = json.loads(capsys.readouterr().out)["scoring"]
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["scoring"]
     assert sorted((r["rm"], r["n"]) for r in rows) == [
         ("smol-judge", 1), ("smol-judge", 3), ("smol-loglik", 1), ("smol-loglik", 3),
     ]  # fmt: skip
@@ -28,3 +31,11 @@ def test_scoring_rows(capsys: pytest.CaptureFixture[str]) -> None:
         # The loglik prefix is the chat-templated prompt; the judge's adds its template.
         assert r["prompt_tokens"] >= 64
         assert min(r["seconds"], r["bound_seconds"], r["old_seconds"]) > 0
+    # Every RM of the profile, short and long requests, alone against batched.
+    batching = {(r["rm"], r["prompt"]): r for r in doc["batching"]}
+    assert set(batching) == {
+        (rm, p) for rm in ("smol-judge", "smol-loglik", "minilm-sim") for p in ("short", "long")
+    }
+    for r in batching.values():
+        assert r["requests"] == 2 and min(r["alone_s"], r["batched_s"]) > 0
+        assert r["gain"] == pytest.approx(r["alone_s"] / r["batched_s"])
