@@ -15,7 +15,7 @@ from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
 from laser_serve.server.testing import ServerProcess
 
-KILLS = 20
+KILLS = 8
 # Two light RMs keep each restart to a few seconds.
 CONFIG = """
 [selector]

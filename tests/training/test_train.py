@@ -4,8 +4,9 @@ the step's LoRA adapter (`--generator vllm`).
 
 One uninterrupted run and one run stopped after its first batch and resumed; the assertions
 read their logs, summaries and adapters. Short prompts and 16 new tokens keep it CPU-sized.
-With vLLM the first two runs share one engine and the resumed run starts its own, as a
-resume in a new process does.
+With vLLM the three runs share one engine (a second engine start would double this file's
+time): the resumed run loads its step's adapter from disk under a new LoRA id, as a resume
+in a new process does, so what it samples depends only on what was saved.
 """
 
 import dataclasses
@@ -46,7 +47,7 @@ def runs(request, tmp_path_factory, tiny_config):
         full = train(dataclasses.replace(base, out=str(root / "full")), quiet, shared)
         cut = dataclasses.replace(base, out=str(root / "cut"), max_steps=1)
         first = train(cut, quiet, shared)
-        resumed = train(dataclasses.replace(cut, max_steps=0, resume=True), quiet)
+        resumed = train(dataclasses.replace(cut, max_steps=0, resume=True), quiet, shared)
     finally:
         torch.set_num_threads(threads)
     return {"base": base, "root": root, "full": full, "first": first, "resumed": resumed}
