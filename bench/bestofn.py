@@ -188,7 +188,7 @@ def _read_dir(folder: Path, keep: Callable[[Row], bool]) -> tuple[dict, list]:
 
 def _command(name: str) -> str:
     return (
-        "laser-bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        "laser-bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if sys.argv[1:2] == [name]
         else f"laser-bench {name}"
     )
