@@ -121,10 +121,10 @@ def measure_batching(
     callers): the most that batching can give the load bench's Rerank/s."""
     from functools import partial
 
+    workloads = {p: batch_requests(p, count, long_tokens) for p in ("short", "long")}
     out = []
     for rm in rms:
-        for prompt in ("short", "long"):
-            reqs = batch_requests(prompt, count, long_tokens)
+        for prompt, reqs in workloads.items():
             rm.score_batch(reqs[:2])  # warm-up
             one_by_one = partial(_score_each, rm, reqs)
             alone = _median_seconds(one_by_one, repeats) / count

@@ -367,7 +367,7 @@ def decision_log(folder: Path, arms: Sequence[str] = ()) -> DecisionLog:
             f"{folder} has format-1 journal segments ({', '.join(v1)}), which name arms by "
             "index: pass the configured reward model names in order"
         )
-    return join_decisions((record for _, record in read_all(folder, arms)), f"{folder}")
+    return join_decisions((record for _, record in read_all(folder, arms)), str(folder))
 
 
 def join_decisions(records: Iterable[Record], where: str) -> DecisionLog:
