@@ -56,7 +56,12 @@ from laser_serve.selector.offline import (
     validate,
     warm_start_regret,
 )
-from laser_serve.selector.ope import BanditLog, evaluate, reward_model_predictions
+from laser_serve.selector.ope import (
+    BanditLog,
+    cross_fitted_predictions,
+    evaluate,
+    reward_model_predictions,
+)
 from laser_serve.server.journal import DecisionLog, decision_log
 
 # Targets for a journal besides fixed:<each RM>: the baselines, LinUCB and LinTS at α other
@@ -159,12 +164,15 @@ def evaluate_journal(
     log = BanditLog(
         dlog.contexts, dlog.chosen, dlog.propensities, dlog.rewards, len(dlog.arms), dlog.probs
     )
-    q = reward_model_predictions(log)  # one DR/DM reward model for every target
+    # One reward model for every target: fitted on the log for DM, cross-fitted for DR.
+    q, q_dr = reward_model_predictions(log), cross_fitted_predictions(log)
     kwargs = replay_kwargs(dlog.params)
     rows, warnings = [], []
     for target in targets:
         pi = target_probs(target, log, dlog.arms, seed=seed, **kwargs)
-        result = evaluate(log, pi, level=level, n_boot=n_boot, seed=seed, q=q, arm_names=dlog.arms)
+        result = evaluate(
+            log, pi, level=level, n_boot=n_boot, seed=seed, q=q, q_dr=q_dr, arm_names=dlog.arms
+        )
         for name, est in result.estimates.items():
             rows.append(
                 {
