@@ -231,7 +231,12 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
     if args.batching:
         every = [make_reward_model(rm) for rm in config.reward_models]
         out["batching"] = scoring_cost.measure_batching(
-            every, args.batching, args.repeats, args.batching_tokens
+            every,
+            args.batching,
+            args.repeats,
+            args.batching_tokens,
+            costs=scoring_cost.server_cost(config),
+            max_batch_tokens=config.server.max_batch_tokens,
         )
     if args.vllm_scoring:
         loglik = next(rm for rm in rms if rm.kind == "lm-loglik")
@@ -262,13 +267,16 @@ def format_tables(result: dict[str, Any]) -> str:
             "Batching across requests (per-request seconds, the load bench's requests: 4 "
             "candidates; medians)",
             "",
-            "| RM | prompt | requests | alone s | batched s | gain |",
-            "|---|---|---:|---:|---:|---:|",
+            "| RM | prompt | requests | tokens each | alone s | batched s | gain | "
+            "capped batches | capped s | capped gain |",
+            "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for r in result["batching"]:
             lines.append(
-                f"| {r['rm']} | {r['prompt']} | {r['requests']} | {r['alone_s']:.3f} | "
-                f"{r['batched_s']:.3f} | {r['gain']:.2f} |"
+                f"| {r['rm']} | {r['prompt']} | {r['requests']} | {r['tokens']} | "
+                f"{r['alone_s']:.3f} | {r['batched_s']:.3f} | {r['gain']:.2f} | "
+                f"{'+'.join(map(str, r['capped_batches']))} | {r['capped_s']:.3f} | "
+                f"{r['capped_gain']:.2f} |"
             )
     if "vllm_scoring" in result:
         v = result["vllm_scoring"]

@@ -113,34 +113,73 @@ def _score_each(rm: Any, requests: Sequence[Any]) -> None:
         rm.score_batch([r])
 
 
+def _score_in(rm: Any, requests: Sequence[Any], sizes: Sequence[int]) -> None:
+    start = 0
+    for size in sizes:
+        rm.score_batch(requests[start : start + size])
+        start += size
+
+
 def measure_batching(
-    rms: Sequence[Any], count: int, repeats: int, long_tokens: int = 1000
+    rms: Sequence[Any],
+    count: int,
+    repeats: int,
+    long_tokens: int = 1000,
+    *,
+    costs: Callable[[Any], int],
+    max_batch_tokens: int,
 ) -> list[dict[str, Any]]:
-    """Per-request seconds of each RM scoring `count` concurrent requests one at a time
-    against all of them as one batch (what the server's scheduler does with concurrent
-    callers): the most that batching can give the load bench's Rerank/s."""
+    """Per-request seconds of each RM scoring `count` concurrent requests one at a time,
+    all as one batch, and in the batches the server's scheduler makes of them under
+    `max_batch_tokens` (`costs` gives a request's tokens as the server counts them): what
+    batching can give the load bench's Rerank/s, and what the token cap keeps of it."""
     from functools import partial
+
+    from laser_serve.batching import batch_sizes
 
     workloads = {p: batch_requests(p, count, long_tokens) for p in ("short", "long")}
     out = []
     for rm in rms:
         for prompt, reqs in workloads.items():
+            sizes = batch_sizes([costs(r) for r in reqs], count, max_batch_tokens)
             rm.score_batch(reqs[:2])  # warm-up
-            one_by_one = partial(_score_each, rm, reqs)
-            alone = _median_seconds(one_by_one, repeats) / count
+            alone = _median_seconds(partial(_score_each, rm, reqs), repeats) / count
             batched = _median_seconds(partial(rm.score_batch, reqs), repeats) / count
+            capped = _median_seconds(partial(_score_in, rm, reqs, sizes), repeats) / count
             out.append(
                 {
                     "rm": rm.name,
                     "kind": rm.kind,
                     "prompt": prompt,
                     "requests": count,
+                    "tokens": sum(costs(r) for r in reqs) // count,
                     "alone_s": alone,
                     "batched_s": batched,
                     "gain": alone / batched,
+                    "max_batch_tokens": max_batch_tokens,
+                    "capped_batches": sizes,
+                    "capped_s": capped,
+                    "capped_gain": alone / capped,
                 }
             )
     return out
+
+
+def server_cost(config: Any) -> Callable[[Any], int]:
+    """A ScoreRequest's cost as the server's scheduler counts it (Pipeline.rerank): the
+    policy's templated prompt tokens plus the candidates' tokens."""
+    from laser_serve.generation import PromptBuilder
+    from laser_serve.models import policy_tokenizer
+
+    g = config.generator
+    builder = PromptBuilder(policy_tokenizer(g.model), g.max_model_len)
+
+    def cost(request: Any) -> int:
+        prompt = builder.build(None, request.messages, 1)
+        count = builder.tokenizer(list(request.candidates), add_special_tokens=False)
+        return len(prompt.token_ids) + sum(len(ids) for ids in count["input_ids"])
+
+    return cost
 
 
 def measure_vllm_loglik(rm: Any, n: int, length: int, repeats: int) -> dict[str, Any]:

@@ -50,9 +50,12 @@ class ServerConfig:
     # worker is refused with RESOURCE_EXHAUSTED; 0: wait as long as it takes.
     max_queue_s: float = 30.0
     # Concurrent requests' encoder and RM work runs in batches of up to max_batch requests;
-    # a free worker waits batch_wait_s after the first for others to join.
+    # a free worker waits batch_wait_s after the first for others to join. An RM batch also
+    # stops at max_batch_tokens (prompt + candidate tokens): past that a CPU forward gets
+    # slower per token, not faster (docs/scoring.md); a longer request runs alone.
     max_batch: int = 16
     batch_wait_s: float = 0.002
+    max_batch_tokens: int = 3072
     shutdown_grace_s: float = 30.0
     tasks: list[str] = field(default_factory=lambda: ["default"])
     # "nll": reward the chosen RM with the policy's quantile-normalized -NLL of the chosen
@@ -262,6 +265,7 @@ class Config:
         _check(s.max_queue_s >= 0, "server.max_queue_s must be >= 0 (0: no limit)")
         _check(s.max_batch >= 1, "server.max_batch must be >= 1")
         _check(s.batch_wait_s >= 0, "server.batch_wait_s must be >= 0")
+        _check(s.max_batch_tokens >= 1, "server.max_batch_tokens must be >= 1")
         _check(s.pending_ttl_s > 0, "server.pending_ttl_s must be > 0")
         _check(bool(s.tasks), "server.tasks must name at least one task")
         _check(bool(self.reward_models), "at least one [[reward_models]] entry is needed")

@@ -96,7 +96,8 @@ class Pipeline:
             "encoder", encoder.encode_batch
         )
         self.score_batchers: list[Batcher[Any, np.ndarray]] = [
-            batching(rm.name, rm.score_batch) for rm in reward_models
+            batching(rm.name, rm.score_batch, max_batch_cost=s.max_batch_tokens)
+            for rm in reward_models
         ]
 
     @classmethod

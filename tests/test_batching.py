@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from laser_serve.batching import Batcher
+from laser_serve.batching import Batcher, batch_sizes
 from laser_serve.errors import Overloaded
 
 
@@ -57,6 +57,28 @@ def test_concurrent_items_share_a_batch_and_keep_their_results() -> None:
         assert model.calls == [[100], [1, 2, 3, 4]]  # the four waited together
         shares = [s for _, s in results]
         assert shares[3] == pytest.approx(4 * shares[0])  # seconds split by cost
+
+    asyncio.run(main())
+
+
+def test_a_batch_stops_at_its_cost_cap_and_a_costly_item_runs_alone() -> None:
+    """Long requests batched are slower per request than alone on a CPU: max_batch_cost
+    (tokens) bounds a batch; what does not fit waits for the next one, in order."""
+
+    async def main() -> None:
+        model = Model()
+        batcher = _batcher(model, max_batch_cost=10)
+        first = await _hold(model, batcher)
+        costs = (4, 5, 3, 12, 2, 2)
+        rest = [asyncio.ensure_future(batcher.submit(x, cost=x)) for x in costs]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await first
+        results = await asyncio.gather(*rest)
+        assert [r for r, _ in results] == [2 * x for x in costs]
+        assert model.calls == [[100], [4, 5], [3], [12], [2, 2]]
+        assert batch_sizes(costs, 8, 10) == [2, 1, 1, 2]  # what the cost bench replays
+        assert batch_sizes(costs, 2, float("inf")) == [2, 2, 2]
 
     asyncio.run(main())
 

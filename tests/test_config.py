@@ -65,6 +65,7 @@ def test_print_config_round_trips(tmp_path: Path) -> None:
         ("", ["server.port=abc"], "server.port: cannot use 'abc' as int"),
         ("", ["alpha=1"], "must look like section.key=value"),
         ("", ["generator.backend=tgi"], "generator.backend must be"),
+        ("", ["server.max_batch_tokens=0"], "server.max_batch_tokens must be >= 1"),
         ("[[reward_models]]\nname='a'\nkind='magic'\nmodel='m'\n", [], "kind must be one of"),
         (
             "[[reward_models]]\nname='a'\nkind='embedding'\nmodel='m'\n"

@@ -39,3 +39,6 @@ def test_scoring_rows(capsys: pytest.CaptureFixture[str]) -> None:
     for r in batching.values():
         assert r["requests"] == 2 and min(r["alone_s"], r["batched_s"]) > 0
         assert r["gain"] == pytest.approx(r["alone_s"] / r["batched_s"])
+        # The scheduler's batches under server.max_batch_tokens: two small requests fit one.
+        assert r["capped_batches"] == [2] and r["tokens"] < r["max_batch_tokens"] / 2
+        assert r["capped_gain"] == pytest.approx(r["alone_s"] / r["capped_s"])
