@@ -101,7 +101,7 @@ def run(
             for path in sorted(SHIPPED.glob("*.jsonl.gz")):
                 shipped_header, shipped = replay.read_pools(path)
                 if _same_build(shipped_header, replay.pool_header(settings, "")):
-                    replay.seed_cache(cache, shipped)
+                    replay.seed_cache(cache, shipped_header, shipped)
             if not args.no_build:
                 builder.build(rows, args.concurrency, progress=True)
             records, missing = replay.cached_records(rows, builder)

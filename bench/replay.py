@@ -313,6 +313,8 @@ class Builder:
                 "truncated": prompt.truncated,
                 # Wall time while other rows shared the engine: a relative figure.
                 "generate_seconds": seconds,
+                # The sampled tokens depend on the CPU's fp32 kernels: where they came from.
+                "cpu_flags": cpu_flags(),
             }
             self.cache.store("generate", row.task, row.key, self.stages(row)[0][1], value)
 
@@ -553,15 +555,28 @@ def reward_table(paths: Sequence[Path]) -> tuple[dict[str, Any], np.ndarray, np.
     return header, X, R
 
 
-def seed_cache(cache: Cache, records: Sequence[tuple[Row, dict[str, Any]]]) -> int:
+def row_cpu_flags(header: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """The CPU flags of the machine that generated a row's candidates: its own record, or,
+    for rows generated before rows carried them, the flags of the pool it was shipped in."""
+    value = record["generate"]["value"]
+    return list(value["cpu_flags"] if "cpu_flags" in value else header["cpu_flags"])
+
+
+def seed_cache(
+    cache: Cache, header: dict[str, Any], records: Sequence[tuple[Row, dict[str, Any]]]
+) -> int:
     """Write shipped records into the cache, so a build resumes from them; returns how many
-    stage records were new."""
+    stage records were new. A row keeps where it was generated (`row_cpu_flags`), so a
+    pool grown on another machine still says which rows its CPU can regenerate."""
     added = 0
     for row, record in records:
-        entries = [("generate", record["generate"]), ("context", record["context"])]
+        generated = dict(record["generate"], value=dict(record["generate"]["value"]))
+        generated["value"]["cpu_flags"] = row_cpu_flags(header, record)
+        entries = [("generate", generated), ("context", record["context"])]
         entries += [(f"score-{name}", e) for name, e in record["scores"].items()]
         for stage, entry in entries:
-            if cache.load(stage, row.task, row.key, entry["key"]) is None:
+            cached = cache.load(stage, row.task, row.key, entry["key"])
+            if cached is None or (stage == "generate" and "cpu_flags" not in cached):
                 cache.store(stage, row.task, row.key, entry["key"], entry["value"])
                 added += 1
     return added

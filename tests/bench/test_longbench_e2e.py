@@ -79,6 +79,11 @@ def test_longbench_builds_replays_and_ships(
     assert "| laser |" in capsys.readouterr().out  # the table for people
     assert shipped["methods"] == res["methods"] and shipped["paired"] == res["paired"]
     assert shipped["config"]["command"].startswith("laser-bench longbench")
+    # Every shipped row says which CPU sampled it (the regeneration check needs the same).
+    from laser_bench import replay
+
+    _, records = replay.read_pools(ship)
+    assert [replay.row_cpu_flags({}, r) for _, r in records] == [replay.cpu_flags()] * 4
 
 
 def _files(folder: Path) -> dict[str, int]:
