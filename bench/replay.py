@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -123,6 +124,14 @@ class Settings:
         return (self.gen_seed * 1_000_003 + int(row.key[:8], 16)) % (2**31)
 
 
+POOL_DTYPE = "float32"
+
+
+def pool_rm(rm: Any) -> Any:
+    """An RM config as pools are built and re-scored with (see `POOL_DTYPE`)."""
+    return dataclasses.replace(rm, dtype=POOL_DTYPE)
+
+
 def rm_identity(rm: Any) -> dict[str, Any]:
     """What an RM's scores depend on (its name is not: renaming keeps the scores)."""
     from laser_serve.models import GGUF_MODELS
@@ -201,6 +210,9 @@ class Builder:
         self.config.context.encoder = settings.encoder
         self.config.generator.model = settings.policy
         self.config.generator.max_model_len = settings.max_model_len
+        # Pools are reference data: fp32 on every machine, so that rows built on CPUs with
+        # and without bf16 in hardware agree (and re-score to tolerance anywhere).
+        self.config.generator.dtype = POOL_DTYPE
         self._prompt: dict[str, Any] = {}
 
     def prompt(self, row: Row) -> Any:
@@ -325,7 +337,7 @@ class Builder:
         from laser_serve.rewards import make_reward_model
 
         return load_encoder(self.config), [
-            make_reward_model(rm) for rm in self.settings.reward_models
+            make_reward_model(pool_rm(rm)) for rm in self.settings.reward_models
         ]
 
     def _score(self, rows: list[Row], encoder: Any, rms: list[Any]) -> None:
@@ -472,14 +484,9 @@ def pool_header(settings: Settings, command: str) -> dict[str, Any]:
 
 def cpu_flags() -> list[str]:
     """The CPU features that change fp32 kernels (and so sampled tokens)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
+    from laser_serve.devices import cpu_flags as flags
+
+    return sorted(f for f in flags() if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
 
 
 def write_pools(

@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scoring-ns", default="1,4,8,16", help="candidates per request")
     p.add_argument("--scoring-lengths", default="256,1000,2000", help="prompt tokens")
     p.add_argument("--repeats", type=int, default=3, help="repeats per scoring cell (median)")
+    p.add_argument(
+        "--scoring-dtypes",
+        default="auto",
+        help="LM RM dtypes to time, comma-separated: auto (the server's choice), float32, "
+        "bfloat16 (default auto)",
+    )
     p.add_argument("--vllm-scoring", action="store_true", help="also score lm-loglik through vLLM")
     p.add_argument(
         "--batching",
@@ -222,12 +228,19 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
     lengths = [int(v) for v in args.scoring_lengths.split(",")]
     # Room for the longest prompt, its template and the candidates: nothing is cut.
     room = max(lengths) + 256 + scoring_cost.ANSWER_TOKENS
-    rms = [
-        make_reward_model(dataclasses.replace(rm, max_length=max(rm.max_length, room)))
-        for rm in config.reward_models
-        if rm.kind in ("lm-loglik", "lm-judge")
-    ]
-    out: dict[str, Any] = {"scoring": scoring_cost.measure(rms, ns, lengths, args.repeats)}
+    scoring = []
+    for dtype in args.scoring_dtypes.split(","):
+        rms = [
+            make_reward_model(
+                dataclasses.replace(rm, max_length=max(rm.max_length, room), dtype=dtype)
+            )
+            for rm in config.reward_models
+            if rm.kind in ("lm-loglik", "lm-judge")
+        ]
+        dtype_of = {rm.name: str(rm.lm.dtype).removeprefix("torch.") for rm in rms}
+        rows = scoring_cost.measure(rms, ns, lengths, args.repeats)
+        scoring += [{**row, "dtype": dtype_of[row["rm"]]} for row in rows]
+    out: dict[str, Any] = {"scoring": scoring}
     if args.batching:
         every = [make_reward_model(rm) for rm in config.reward_models]
         out["batching"] = scoring_cost.measure_batching(
@@ -251,13 +264,14 @@ def format_tables(result: dict[str, Any]) -> str:
             "",
             "Scoring cost (seconds to score n 32-token candidates; medians)",
             "",
-            "| RM | n | prompt tokens | shared prefix s | lower bound s | old path s | "
+            "| RM | dtype | n | prompt tokens | shared prefix s | lower bound s | old path s | "
             "shared / bound | old / shared |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in result["scoring"]:
             lines.append(
-                f"| {r['rm']} | {r['n']} | {r['prompt_tokens']} | {r['seconds']:.3f} | "
+                f"| {r['rm']} | {r['dtype']} | {r['n']} | {r['prompt_tokens']} | "
+                f"{r['seconds']:.3f} | "
                 f"{r['bound_seconds']:.3f} | {r['old_seconds']:.3f} | "
                 f"{r['seconds'] / r['bound_seconds']:.2f} | {r['old_seconds'] / r['seconds']:.2f} |"
             )

@@ -85,7 +85,7 @@ class ServerConfig:
 class GeneratorConfig:
     backend: str = "vllm"  # "vllm" or "hf"
     model: str = QWEN_05B  # the default profile's policy
-    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on GPU
+    dtype: str = "auto"  # "auto": bfloat16 on a GPU or a CPU with bf16 in hardware, else float32
     max_model_len: int = 2048
     default_n: int = 4
     default_temperature: float = 0.8
@@ -154,6 +154,10 @@ class RewardModelConfig:
     max_length: int = 1024
     batch_size: int = 8
     device: str = "auto"
+    # lm-judge and lm-loglik: "auto" is bfloat16 on a GPU and on a CPU with bf16 in
+    # hardware (AVX512_BF16, AMX), float32 elsewhere (devices.pick_dtype); the final
+    # logits are computed in fp32 either way.
+    dtype: str = "auto"
 
 
 @dataclass(frozen=True)

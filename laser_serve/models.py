@@ -218,16 +218,27 @@ def _dequantize(gguf_dir: Path, gguf_file: str, out: Path) -> None:
     AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(out)
 
 
+def causal_lm(name: str, device: str, dtype: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer) for a causal LM, loaded once per process, device and dtype and
+    shared by the hf generator, the lm-judge and lm-loglik RMs and the policy context
+    encoder. `dtype`: "float32", "bfloat16" or "auto" (`devices.pick_dtype`)."""
+    from laser_serve.devices import pick_dtype
+
+    return _shared_causal_lm(name, device, pick_dtype(dtype, device))
+
+
 @functools.cache
-def causal_lm(name: str, device: str) -> tuple[Any, Any]:
-    """(model, tokenizer) for a causal LM, loaded once per process and device and shared by
-    the hf generator, the lm-judge and lm-loglik RMs and the policy context encoder."""
+def _shared_causal_lm(name: str, device: str, dtype: str) -> tuple[Any, Any]:
+    return load_causal_lm(name, device, dtype)
+
+
+def load_causal_lm(name: str, device: str, dtype: str) -> tuple[Any, Any]:
+    """A fresh (model, tokenizer), never the shared copy (a policy being trained)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve(name)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

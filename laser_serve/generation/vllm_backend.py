@@ -58,12 +58,12 @@ class VllmGenerator:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from laser_serve.devices import default_device
+        from laser_serve.devices import default_device, pick_dtype
 
         started = time.monotonic()
         dtype = self._args["dtype"]
-        if dtype == "auto" and default_device() == "cpu":
-            dtype = "float32"  # this class of CPU has no fast bf16
+        if default_device() == "cpu":
+            dtype = pick_dtype(dtype, "cpu")  # bf16 only where the CPU computes it in hardware
         extra: dict[str, Any] = {}
         if self.max_lora_rank:
             rank = next((r for r in _LORA_RANKS if r >= self.max_lora_rank), self.max_lora_rank)

@@ -30,10 +30,12 @@ def make_reward_model(config: RewardModelConfig) -> RewardModel:
         "consensus": ConsensusRM,
         "grounding": GroundingRM,
     }
+    extra = {"dtype": config.dtype} if config.kind in ("lm-judge", "lm-loglik") else {}
     return kinds[config.kind](
         config.name,
         config.model,
         device=pick(config.device),
         max_length=config.max_length,
         batch_size=config.batch_size,
+        **extra,
     )

@@ -208,10 +208,15 @@ def continuation_logprobs(
     Token t of a continuation is predicted from the hidden state before it: the prefix's
     last one for t = 0, the continuation's own for later t.
     """
+    # The head in fp32 whatever the model's dtype (one copy per call, not per candidate):
+    # bf16 logits are off by ~0.1 at the magnitudes that matter, as large as the gaps
+    # between candidates' mean log-probs.
+    weight = head.weight.float()
+    bias = None if getattr(head, "bias", None) is None else head.bias.float()
     out = []
     for h, cont in zip(hidden, rows.continuations, strict=True):
-        before = torch.cat([prefix_last[None], h[:-1]])
-        logprobs = head(before).float().log_softmax(-1)
+        before = torch.cat([prefix_last[None], h[:-1]]).float()
+        logprobs = torch.nn.functional.linear(before, weight, bias).log_softmax(-1)
         target = torch.tensor(cont, device=logprobs.device)
         out.append(logprobs.gather(-1, target[:, None])[:, 0])
     return out

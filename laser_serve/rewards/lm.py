@@ -35,10 +35,18 @@ JUDGE_TEMPLATE = (
 class _CausalLmRM:
     kind = ""
 
-    def __init__(self, name: str, model: str, device: str, max_length: int, batch_size: int):
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        device: str,
+        max_length: int,
+        batch_size: int,
+        dtype: str = "float32",
+    ):
         self.name, self.model, self.device = name, model, device
         self.max_length, self.batch_size = max_length, batch_size
-        self.lm, self.tokenizer = causal_lm(model, device)
+        self.lm, self.tokenizer = causal_lm(model, device, dtype)
         self.decoder = decoder_of(self.lm)
         self.head = self.lm.get_output_embeddings()
 

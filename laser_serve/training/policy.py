@@ -22,7 +22,7 @@ from laser_serve.context import PolicyContext
 from laser_serve.generation.base import Candidate, Prompt, PromptBuilder, Sampling
 from laser_serve.generation.hf_backend import HfGenerator
 from laser_serve.generation.vllm_backend import LoraAdapter
-from laser_serve.models import causal_lm
+from laser_serve.models import causal_lm, load_causal_lm
 from laser_serve.training.config import TrainConfig
 from laser_serve.training.losses import dpo_nll_loss, token_logps
 from laser_serve.training.vllm_sampler import VllmSampler
@@ -42,13 +42,19 @@ class StepLoss:
     nll: float
 
 
+def training_dtype(device: str) -> str:
+    """fp32 on a CPU, even one with bf16 in hardware: DPO's log-prob differences and the
+    optimizer's small updates need fp32's mantissa there (bf16 on a GPU, as before)."""
+    return "float32" if device == "cpu" else "bfloat16"
+
+
 class TrainablePolicy:
     def __init__(self, config: TrainConfig, device: str, vllm: VllmSampler | None = None) -> None:
         """`vllm`: sample with that engine under this policy's LoRA adapter (else with
         transformers on the policy itself)."""
         self.config = config
         self.device = device
-        lm, tokenizer = causal_lm.__wrapped__(config.model, device)  # uncached: our own copy
+        lm, tokenizer = load_causal_lm(config.model, device, training_dtype(device))
         if not config.full:
             from peft import LoraConfig, get_peft_model
 
@@ -94,7 +100,7 @@ class TrainablePolicy:
     def reference(self) -> Iterator[Any]:
         """The frozen initial policy: LoRA with its adapters off, else the cached base."""
         if self.config.full:
-            yield causal_lm(self.config.model, self.device)[0]
+            yield causal_lm(self.config.model, self.device, training_dtype(self.device))[0]
         else:
             with self.lm.disable_adapter():
                 yield self.lm

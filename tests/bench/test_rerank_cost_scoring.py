@@ -17,14 +17,17 @@ def test_scoring_rows(capsys: pytest.CaptureFixture[str]) -> None:
         "rerank-cost", "--skip-policies", "--skip-generation",
         "--scoring-profile", "smollm2-135m",
         "--scoring-ns", "1,3", "--scoring-lengths", "64", "--repeats", "1", "--json",
-        "--batching", "2", "--batching-tokens", "48",
+        "--batching", "2", "--batching-tokens", "48", "--scoring-dtypes", "float32,bfloat16",
     ]  # fmt: skip
     assert bench_main(argv) == 0
     doc = json.loads(capsys.readouterr().out)
     rows = doc["scoring"]
-    assert sorted((r["rm"], r["n"]) for r in rows) == [
-        ("smol-judge", 1), ("smol-judge", 3), ("smol-loglik", 1), ("smol-loglik", 3),
-    ]  # fmt: skip
+    assert sorted((r["rm"], r["n"], r["dtype"]) for r in rows) == [
+        (rm, n, dtype)
+        for rm in ("smol-judge", "smol-loglik")
+        for n in (1, 3)
+        for dtype in ("bfloat16", "float32")
+    ]
     kinds = {r["rm"]: r["kind"] for r in rows}
     assert kinds == {"smol-judge": "lm-judge", "smol-loglik": "lm-loglik"}
     for r in rows:

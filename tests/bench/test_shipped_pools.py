@@ -88,7 +88,7 @@ def test_rescored_slice_matches(path: Path, tmp_path: Path) -> None:
     settings, rows = shipped_slice(path)
     rows = rows[:RESCORED]
     builder = replay.Builder(settings, replay.Cache(tmp_path))
-    rms = [make_reward_model(rm) for rm in settings.reward_models]
+    rms = [make_reward_model(replay.pool_rm(rm)) for rm in settings.reward_models]
     for row, record in rows:
         stages = dict(builder.stages(row))
         # The rebuilt prompt is the one the pool was built from (its ids are in the key).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from laser_serve.models import SMOLLM2
@@ -115,3 +116,28 @@ def test_batch_of_requests_equals_each_alone(cls: type) -> None:
     assert [len(s) for s in together] == [5, 3, 1, 3]
     for a, b in zip(alone, together, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", [LmLoglikRM, LmJudgeRM])
+def test_bf16_scores_follow_fp32(cls: type) -> None:
+    """On a CPU with bf16 in hardware the LM RMs run in bf16 ("auto"); the final logits stay
+    fp32, so the scores keep fp32's order and the judge does not tie right and wrong."""
+    fp32 = cls("rm", SMOLLM2, "cpu", max_length=320, batch_size=8).score(REQUEST)
+    bf16 = cls("rm", SMOLLM2, "cpu", max_length=320, batch_size=8, dtype="bfloat16")
+    assert bf16.lm.dtype == torch.bfloat16
+    scores = bf16.score(REQUEST)
+    assert len(set(np.round(scores, 2))) == len(scores)  # no ties
+    spread = fp32.max() - fp32.min()
+    assert np.abs(scores - fp32).max() < 0.1 * spread
+    assert np.argmax(scores) == np.argmax(fp32) and np.argmin(scores) == np.argmin(fp32)
+
+
+def test_auto_dtype_is_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:  # noqa: ANN001
+    from laser_serve import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert devices.pick_dtype("auto", "cpu") == "float32"
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert devices.pick_dtype("auto", "cpu") == "bfloat16"
+    assert devices.pick_dtype("auto", "cuda:0") == "bfloat16"
+    assert devices.pick_dtype("float32", "cuda") == "float32"  # an explicit dtype is kept

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from laser_serve.generation.base import Sampling
-from laser_serve.models import SMOLLM2, causal_lm
+from laser_serve.models import SMOLLM2, causal_lm, load_causal_lm
 from laser_serve.rewards import ScoreRequest, make_reward_model
 from laser_serve.training.data import make_example
 from laser_serve.training.loop import train
@@ -130,7 +130,7 @@ def test_adapter_reloads_with_peft_and_moved_the_policy(runs):
     from peft import PeftModel
 
     folder = runs["root"] / "full" / "adapter"
-    base, tok = causal_lm.__wrapped__(SMOLLM2, "cpu")
+    base, tok = load_causal_lm(SMOLLM2, "cpu", "float32")  # the trained policy's dtype
     ids = torch.tensor([tok("What is 2 + 3?")["input_ids"]])
     with torch.no_grad():
         before = base(input_ids=ids).logits
@@ -149,7 +149,7 @@ def test_adapter_reloads_with_peft_and_moved_the_policy(runs):
 def test_shared_frozen_model_was_not_trained(runs):
     cached, _ = causal_lm(SMOLLM2, "cpu")  # what lm-judge / lm-loglik score with
     assert not any("lora" in name for name, _ in cached.named_parameters())
-    fresh, _ = causal_lm.__wrapped__(SMOLLM2, "cpu")
+    fresh, _ = load_causal_lm(SMOLLM2, "cpu", str(cached.dtype).removeprefix("torch."))
     for (name, a), (_, b) in zip(
         cached.state_dict().items(), fresh.state_dict().items(), strict=True
     ):
