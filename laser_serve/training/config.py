@@ -146,3 +146,10 @@ RESUMABLE_CHANGES = frozenset(
         "vllm_memory",
     }
 )
+
+
+def training_dtype(device: str) -> str:
+    """fp32 on a CPU, even one with bf16 in hardware: DPO's log-prob differences and the
+    optimizer's small updates need fp32's mantissa there (bf16 on a GPU). vLLM samples in
+    the same dtype, so that its samples are the policy's."""
+    return "float32" if device.startswith("cpu") else "bfloat16"

@@ -23,7 +23,7 @@ from laser_serve.generation.base import Candidate, Prompt, PromptBuilder, Sampli
 from laser_serve.generation.hf_backend import HfGenerator
 from laser_serve.generation.vllm_backend import LoraAdapter
 from laser_serve.models import causal_lm, load_causal_lm
-from laser_serve.training.config import TrainConfig
+from laser_serve.training.config import TrainConfig, training_dtype
 from laser_serve.training.losses import dpo_nll_loss, token_logps
 from laser_serve.training.vllm_sampler import VllmSampler
 
@@ -40,12 +40,6 @@ class StepLoss:
     loss: float
     dpo: float
     nll: float
-
-
-def training_dtype(device: str) -> str:
-    """fp32 on a CPU, even one with bf16 in hardware: DPO's log-prob differences and the
-    optimizer's small updates need fp32's mantissa there (bf16 on a GPU, as before)."""
-    return "float32" if device == "cpu" else "bfloat16"
 
 
 class TrainablePolicy:

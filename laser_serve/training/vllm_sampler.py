@@ -27,15 +27,20 @@ from types import TracebackType
 
 import numpy as np
 
+from laser_serve.devices import default_device
 from laser_serve.generation.base import Candidate, Prompt, Sampling
 from laser_serve.generation.vllm_backend import LoraAdapter, VllmGenerator
-from laser_serve.training.config import TrainConfig
+from laser_serve.training.config import TrainConfig, training_dtype
 
 
 class VllmSampler:
     def __init__(self, model: str, max_model_len: int, max_lora_rank: int, memory: float) -> None:
         self.generator = VllmGenerator(
-            model, max_model_len, gpu_memory_utilization=memory, max_lora_rank=max_lora_rank
+            model,
+            max_model_len,
+            dtype=training_dtype(default_device()),
+            gpu_memory_utilization=memory,
+            max_lora_rank=max_lora_rank,
         )
         self._runner = asyncio.Runner()
         self._started = False
