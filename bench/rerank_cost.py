@@ -221,6 +221,7 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
     from laser_bench import scoring_cost
 
     from laser_serve import config as config_module
+    from laser_serve.devices import default_device, pick_dtype
     from laser_serve.rewards import make_reward_model
 
     config = config_module.load(profile=args.scoring_profile)
@@ -237,9 +238,8 @@ def measure_scoring(args: argparse.Namespace) -> dict[str, Any]:
             for rm in config.reward_models
             if rm.kind in ("lm-loglik", "lm-judge")
         ]
-        dtype_of = {rm.name: str(rm.lm.dtype).removeprefix("torch.") for rm in rms}
         rows = scoring_cost.measure(rms, ns, lengths, args.repeats)
-        scoring += [{**row, "dtype": dtype_of[row["rm"]]} for row in rows]
+        scoring += [{**row, "dtype": pick_dtype(dtype, default_device())} for row in rows]
     out: dict[str, Any] = {"scoring": scoring}
     if args.batching:
         every = [make_reward_model(rm) for rm in config.reward_models]
