@@ -21,6 +21,7 @@ from laser_serve.rewards.causal import (
     Rows,
     continuation_logprobs,
     decoder_of,
+    fp32_head,
     shared_prefix_hidden,
     shared_prefix_hidden_many,
     split_at_slot,
@@ -114,8 +115,16 @@ class LmLoglikRM(_CausalLmRM):
         )["input_ids"]
         return Rows(list(prompt)[-(self.max_length - longest) :], conts)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head32 = fp32_head(self.head)
+
+    def memory_bytes(self) -> int:
+        extra = 0 if self.head32 is self.head else parameter_bytes(self.head32)
+        return super().memory_bytes() + extra
+
     def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
-        logprobs = continuation_logprobs(self.head, last, hidden, rows)
+        logprobs = continuation_logprobs(self.head32, last, hidden, rows)
         return np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
 
 
