@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from laser_serve.models import SMOLLM2
 from laser_serve.rewards.base import ScoreRequest
