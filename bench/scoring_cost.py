@@ -108,11 +108,6 @@ def batch_requests(prompt: str, count: int, long_tokens: int = 1000) -> list[Any
     return out
 
 
-def _score_each(rm: Any, requests: Sequence[Any]) -> None:
-    for r in requests:
-        rm.score_batch([r])
-
-
 def _score_in(rm: Any, requests: Sequence[Any], sizes: Sequence[int]) -> None:
     start = 0
     for size in sizes:
@@ -143,7 +138,7 @@ def measure_batching(
         for prompt, reqs in workloads.items():
             sizes = batch_sizes([costs(r) for r in reqs], count, max_batch_tokens)
             rm.score_batch(reqs[:2])  # warm-up
-            alone = _median_seconds(partial(_score_each, rm, reqs), repeats) / count
+            alone = _median_seconds(partial(_score_in, rm, reqs, [1] * count), repeats) / count
             batched = _median_seconds(partial(rm.score_batch, reqs), repeats) / count
             capped = _median_seconds(partial(_score_in, rm, reqs, sizes), repeats) / count
             out.append(
@@ -166,18 +161,24 @@ def measure_batching(
 
 
 def server_cost(config: Any) -> Callable[[Any], int]:
-    """A ScoreRequest's cost as the server's scheduler counts it (Pipeline.rerank): the
-    policy's templated prompt tokens plus the candidates' tokens."""
-    from laser_serve.generation import PromptBuilder
+    """A ScoreRequest's cost as the server's scheduler counts it (`request_cost`)."""
+    from laser_serve.generation import Candidate, PromptBuilder
     from laser_serve.models import policy_tokenizer
+    from laser_serve.pipeline import request_cost
 
     g = config.generator
     builder = PromptBuilder(policy_tokenizer(g.model), g.max_model_len)
 
     def cost(request: Any) -> int:
         prompt = builder.build(None, request.messages, 1)
-        count = builder.tokenizer(list(request.candidates), add_special_tokens=False)
-        return len(prompt.token_ids) + sum(len(ids) for ids in count["input_ids"])
+        ids = builder.tokenizer(list(request.candidates), add_special_tokens=False)["input_ids"]
+        return request_cost(
+            prompt,
+            [
+                Candidate(c, len(i), "provided")
+                for c, i in zip(request.candidates, ids, strict=True)
+            ],
+        )
 
     return cost
 

@@ -117,9 +117,10 @@ class Batcher(Generic[T, R]):
             await self._ready.wait()
             self._ready.clear()
             while self._queue:
-                if self.max_wait_s > 0 and len(self._take()) == len(self._queue):
-                    await asyncio.sleep(self.max_wait_s)  # room left: let concurrent callers join
                 batch = self._take()
+                if self.max_wait_s > 0 and len(batch) == len(self._queue):
+                    await asyncio.sleep(self.max_wait_s)  # room left: let concurrent callers join
+                    batch = self._take()
                 del self._queue[: len(batch)]
                 batch = [i for i in batch if not i.future.done()]
                 if batch:

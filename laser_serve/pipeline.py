@@ -186,7 +186,7 @@ class Pipeline:
         )
         trace.stage = "score"
         t = time.perf_counter()
-        cost = len(prompt.token_ids) + sum(c.token_count for c in candidates)
+        cost = request_cost(prompt, candidates)
         scored = await asyncio.gather(
             *(self.score_batchers[a].submit(score_request, cost) for a in scoring)
         )
@@ -210,6 +210,13 @@ class Pipeline:
             truncated=prompt.truncated,
             timings=timings,
         )
+
+
+def request_cost(prompt: Prompt, candidates: Sequence[Candidate]) -> int:
+    """A scoring request's cost as the RM schedulers count it (`server.max_batch_tokens`):
+    the policy's templated prompt tokens plus the candidates' tokens, what an RM's
+    forward grows with."""
+    return len(prompt.token_ids) + sum(c.token_count for c in candidates)
 
 
 def load_encoder(config: Config) -> ContextEncoder:
