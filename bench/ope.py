@@ -325,14 +325,15 @@ def run_warm_start(args: argparse.Namespace) -> int:
     lines = [
         f"Regret of a warm start on rows it was not warmed on ({config})",
         "",
-        "| policy | cold | warm | warm / cold |",
-        "|---|---:|---:|---:|",
+        "| policy | cold | warm | warm / cold | warm − cold (paired) |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        cold, warm = r["cold"], r["warm"]
+        cold, warm, diff = r["cold"], r["warm"], r["warm - cold"]
         lines.append(
             f"| {r['spec']} | {cold['mean']:.1f} ± {cold['se']:.1f} "
-            f"| {warm['mean']:.1f} ± {warm['se']:.1f} | {warm['mean'] / cold['mean']:.2f} |"
+            f"| {warm['mean']:.1f} ± {warm['se']:.1f} | {warm['mean'] / cold['mean']:.2f} "
+            f"| {diff['mean']:+.1f} ± {diff['se']:.1f} |"
         )
     emit("\n".join(lines))
     return 0

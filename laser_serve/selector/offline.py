@@ -234,7 +234,8 @@ def warm_start_regret(
     shuffled, the first ``warm_rows`` are the prior (full information, through
     :func:`warm_start_table` with ``prior_rounds``) and the next ``rounds`` are played online
     by a cold and by a warm-started ``spec`` (same seed). Returns the summed regret against
-    the best arm's realized reward per seed, its mean and standard error, for each."""
+    the best arm's realized reward per seed, its mean and standard error, for each, and the
+    same of their paired difference (``"warm - cold"``, negative when the warm start pays)."""
     from laser_serve.selector.warm import warm_start_table
 
     X, R = _table(contexts, table)
@@ -259,8 +260,10 @@ def warm_start_regret(
                 total += float(R[i].max() - R[i, k])
             regret[kind].append(total)
     out: dict[str, Any] = {"spec": spec, "warm_rows": warm_rows, "rounds": rounds}
+    # Cold and warm play the same rows with the same seed: their per-seed difference is paired.
+    regret["warm - cold"] = list(np.subtract(regret["warm"], regret["cold"]))
     for kind, values in regret.items():
-        v = np.asarray(values)
+        v = np.asarray(values, dtype=np.float64)
         se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
         out[kind] = {"regret": v.tolist(), "mean": float(v.mean()), "se": se}
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from laser_bench import cli
 
 from laser_serve.selector.offline import synthetic_table
@@ -48,5 +49,7 @@ def test_warm_start_bench_lowers_regret_on_rows_it_was_not_warmed_on(capsys) -> 
     assert cli.main([*argv, "--policies", "linucb", "--warm-rows", "100"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert row["warm"]["mean"] < 0.5 * row["cold"]["mean"]
+    paired = np.subtract(row["warm"]["regret"], row["cold"]["regret"])
+    assert row["warm - cold"]["mean"] == pytest.approx(paired.mean())
     assert cli.main([*argv, "--warm-rows", "400", "--play-rounds", "200"]) == 2
     assert "need warm_rows + rounds <= 500 rows" in capsys.readouterr().err
