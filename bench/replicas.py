@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import tempfile
 import textwrap
 import threading
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from laser_bench.load import percentile
 
 ARMS = ("minilm-sim", "minilm-short")
 CONFIG = """
@@ -182,8 +182,8 @@ def measure(
         "replicas": len(c.replicas),
         "rerank_per_s": reranks / rerank_s,
         "feedback_per_s": feedbacks / feedback_s,
-        "lag_ms_p50": _quantile(lags, 0.5),
-        "lag_ms_p99": _quantile(lags, 0.99),
+        "lag_ms_p50": percentile(lags, 50),
+        "lag_ms_p99": percentile(lags, 99),
     }
 
 
@@ -253,12 +253,6 @@ def catch_up(c: Cluster, events: int) -> float:
             if line.startswith("laser_cluster_catchup_seconds "):
                 return float(line.split()[1])
     raise RuntimeError("laser_cluster_catchup_seconds missing from the replica's metrics")
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    return float(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1])
 
 
 def run(args: argparse.Namespace) -> int:
