@@ -127,9 +127,10 @@ def test_bf16_scores_follow_fp32(cls: type) -> None:
     assert bf16.lm.dtype == torch.bfloat16
     scores = bf16.score(REQUEST)
     assert len(set(np.round(scores, 2))) == len(scores)  # no ties
-    spread = fp32.max() - fp32.min()
-    assert np.abs(scores - fp32).max() < 0.1 * spread
-    assert np.argmax(scores) == np.argmax(fp32) and np.argmin(scores) == np.argmin(fp32)
+    # The order is what reranking uses. The size of bf16's error depends on the CPU's
+    # kernels (0.10 of the spread on an AVX2 CPU, which emulates bf16): a loose bound only.
+    assert list(np.argsort(scores)) == list(np.argsort(fp32))
+    assert np.abs(scores - fp32).max() < 0.25 * (fp32.max() - fp32.min())
 
 
 def test_auto_dtype_is_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:  # noqa: ANN001
