@@ -2,7 +2,10 @@
 
 - the score per method (100 × mean task score), overall and per task, with a 95% bootstrap
   CI over rows (each row's score averaged over the seeds' streams);
-- paired bootstrap CIs of LASeR − ensemble and LASeR − best single RM (same rows);
+- paired bootstrap CIs of LASeR − ensemble, LASeR − best single RM and LASeR − greedy
+  (same rows);
+- the selection headroom: the best single RM, the best RM per task and the best RM per row,
+  all in hindsight (what choosing one RM per prompt could reach at most);
 - RM seconds per request, absolute and relative to the ensemble's;
 - a learning curve (cumulative mean reward against rounds) with the per-task best-RM line;
 - the share of each RM LASeR chose, per task.
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from laser_bench.methods import ENSEMBLE, LASER, LEARNERS, RM_PREFIX, Replay
+from laser_bench.methods import ENSEMBLE, GREEDY, LASER, LEARNERS, RM_PREFIX, Replay
 from laser_bench.replay import Pool
 
 CURVE_POINTS = 100
@@ -101,8 +104,25 @@ def summarize(
                 "ci": [100 * v for v in bootstrap_ci(diff, n_boot)],
                 "against": other,
             }
+    if GREEDY in rows and LASER in rows:
+        diff = rows[LASER] - rows[GREEDY]
+        paired["laser-greedy"] = {
+            "diff": 100 * float(diff.mean()),
+            "ci": [100 * v for v in bootstrap_ci(diff, n_boot)],
+            "against": GREEDY,
+        }
     results["paired"] = paired
     results["curve"] = learning_curve(pools, runs, singles, by_task)
+    if best_rm:
+        # What choosing one RM per prompt could reach at most, in hindsight: LASeR's gain
+        # over the best single RM can come only from the gap between these.
+        best_of_task = results["curve"]["best_rm_per_task"]
+        routed = np.array([rows[best_of_task[p.task]][i] for i, p in enumerate(pools)])
+        results["headroom"] = {
+            "best_rm": 100 * float(rows[best_rm].mean()),
+            "best_rm_per_task": 100 * float(routed.mean()),
+            "best_rm_per_row": 100 * float(np.max([rows[m] for m in singles], axis=0).mean()),
+        }
     results["selection"] = {
         m: {
             t: _shares(
@@ -179,6 +199,12 @@ def format_table(results: Mapping[str, Any], title: str) -> str:
         lines.append(
             f"\n{name.replace('best_rm', p['against'])}: {_f(p['diff'], '+.2f')} "
             f"[{_f(p['ci'][0], '+.2f')}, {_f(p['ci'][1], '+.2f')}] (paired bootstrap, 95%)"
+        )
+    if "headroom" in results:
+        h = results["headroom"]
+        lines.append(
+            f"\nSelection headroom, in hindsight: best single RM {_f(h['best_rm'])}, best RM "
+            f"per task {_f(h['best_rm_per_task'])}, best RM per row {_f(h['best_rm_per_row'])}"
         )
     tasks = results["tasks"]
     if len(tasks) > 1:

@@ -51,7 +51,7 @@ def test_longbench_builds_replays_and_ships(
             assert row["score"] <= res["methods"]["oracle"]["score"] + 1e-9, name
     assert res["methods"]["ensemble"]["rm_seconds_vs_ensemble"] == pytest.approx(1.0)
     assert 0 < res["methods"]["laser"]["rm_seconds"] < res["methods"]["ensemble"]["rm_seconds"]
-    assert set(res["paired"]) == {"laser-ensemble", "laser-best_rm"}
+    assert set(res["paired"]) == {"laser-ensemble", "laser-best_rm", "laser-greedy"}
     for p in res["paired"].values():
         assert p["ci"][0] <= p["diff"] <= p["ci"][1]
     assert res["curve"]["rounds"][-1] == 4
