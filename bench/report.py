@@ -96,7 +96,8 @@ def summarize(
     best_rm = max(singles, key=lambda m: rows[m].mean()) if singles else None
     results["best_rm"] = best_rm
     paired = {}
-    for name, other in (("laser-ensemble", ENSEMBLE), ("laser-best_rm", best_rm)):
+    against = (("laser-ensemble", ENSEMBLE), ("laser-best_rm", best_rm), ("laser-greedy", GREEDY))
+    for name, other in against:
         if LASER in rows and other in rows:
             diff = rows[LASER] - rows[other]
             paired[name] = {
@@ -104,23 +105,16 @@ def summarize(
                 "ci": [100 * v for v in bootstrap_ci(diff, n_boot)],
                 "against": other,
             }
-    if GREEDY in rows and LASER in rows:
-        diff = rows[LASER] - rows[GREEDY]
-        paired["laser-greedy"] = {
-            "diff": 100 * float(diff.mean()),
-            "ci": [100 * v for v in bootstrap_ci(diff, n_boot)],
-            "against": GREEDY,
-        }
     results["paired"] = paired
-    results["curve"] = learning_curve(pools, runs, singles, by_task)
+    single_rows = {m: rows[m] for m in singles}
+    results["curve"] = learning_curve(pools, runs, single_rows, by_task)
     if best_rm:
         # What choosing one RM per prompt could reach at most, in hindsight: LASeR's gain
         # over the best single RM can come only from the gap between these.
         best_of_task = results["curve"]["best_rm_per_task"]
-        routed = np.array([rows[best_of_task[p.task]][i] for i, p in enumerate(pools)])
         results["headroom"] = {
             "best_rm": 100 * float(rows[best_rm].mean()),
-            "best_rm_per_task": 100 * float(routed.mean()),
+            "best_rm_per_task": 100 * float(routed(pools, single_rows, best_of_task).mean()),
             "best_rm_per_row": 100 * float(np.max([rows[m] for m in singles], axis=0).mean()),
         }
     results["selection"] = {
@@ -148,15 +142,24 @@ def _shares(arms: Sequence[tuple[str, ...]], rm_names: Sequence[str]) -> dict[st
     return {r: counts.get(r, 0) / total for r in rm_names}
 
 
+def routed(
+    pools: Sequence[Pool], reward: Mapping[str, np.ndarray], best: Mapping[str, str]
+) -> np.ndarray:
+    """Each row's reward under the per-task routing table `best` (task -> single RM)."""
+    return np.array([reward[best[p.task]][i] for i, p in enumerate(pools)])
+
+
 def learning_curve(
     pools: Sequence[Pool],
     runs: Sequence[Mapping[str, Replay]],
-    singles: Sequence[str],
+    singles: Mapping[str, np.ndarray],
     by_task: Mapping[str, np.ndarray],
 ) -> dict[str, Any]:
     """Cumulative mean reward after each round (mean over seeds), at ~CURVE_POINTS rounds,
     for every method and for the per-task best RM (in hindsight: the single RM with the best
-    mean on each task, a bound a fixed per-task routing table could reach)."""
+    mean on each task, a bound a fixed per-task routing table could reach). `singles`: each
+    single-RM method's per-row reward (`per_row`; a fixed RM's pick does not depend on the
+    stream, so it is one array)."""
     n = len(pools)
     at = np.unique(np.linspace(1, n, min(CURVE_POINTS, n)).astype(int))
     curves: dict[str, list[float]] = {}
@@ -165,11 +168,10 @@ def learning_curve(
         curves[m] = [float(v) for v in cum[at - 1] / at]
     best: dict[str, str] = {}
     if singles:
-        # A fixed RM's pick does not depend on the stream, so its per-row reward is one array.
-        reward = {m: per_row(runs, m, n) for m in singles}
-        best = {t: max(singles, key=lambda m: reward[m][idx].mean()) for t, idx in by_task.items()}
-        routed = np.array([reward[best[p.task]][i] for i, p in enumerate(pools)])
-        cum = np.mean([np.cumsum(routed[run[singles[0]].rows]) for run in runs], axis=0)
+        best = {t: max(singles, key=lambda m: singles[m][idx].mean()) for t, idx in by_task.items()}
+        reward = routed(pools, singles, best)
+        first = next(iter(singles))
+        cum = np.mean([np.cumsum(reward[run[first].rows]) for run in runs], axis=0)
         curves["best-rm-per-task"] = [float(v) for v in cum[at - 1] / at]
     return {"rounds": [int(a) for a in at], "mean_reward": curves, "best_rm_per_task": best}
 
