@@ -13,6 +13,7 @@ def test_snapshot_bench_reports_sizes_and_times(capsys) -> None:
     assert r["pending"] == 300 and len(r["snapshot_s_all"]) == 2
     # 300 frames of a 16-dim float32 context plus a small JSON header each
     assert 300 * 64 < r["learner_bytes"] < 300 * (64 + 700)
-    assert 0 < r["lock_held_s_max"] <= r["snapshot_s"] and r["load_s"] > 0
+    # the lock is held inside one snapshot, so never longer than the slowest snapshot took
+    assert 0 < r["lock_held_s_max"] <= max(r["snapshot_s_all"]) and r["load_s"] > 0
     assert main(["snapshot", "--pending", "50", "--dim", "8", "--repeats", "1"]) == 0
     assert capsys.readouterr().out.startswith("| pending | dim | snapshot s (median) |")
