@@ -118,6 +118,17 @@ def resolve(name: str) -> Path:
     return _from_hf_cache(name)
 
 
+def hidden_size(name: str) -> int:
+    """The model's hidden size, from its config.json alone (no torch, no weights)."""
+    import json
+
+    path = resolve(name) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: no hidden_size ({type(exc).__name__}: {exc})") from None
+
+
 def _from_hf_cache(model_id: str) -> Path:
     from huggingface_hub import snapshot_download
 

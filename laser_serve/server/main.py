@@ -27,6 +27,7 @@ from laser_serve.api import SERVICE_NAME, pb
 from laser_serve.config import Config
 from laser_serve.durable import atomic_write, lock_dir
 from laser_serve.errors import ConfigError
+from laser_serve.models import hidden_size
 from laser_serve.selector import SelectorStateError
 from laser_serve.server.auth import BearerTokenInterceptor, TokenSource, server_credentials
 from laser_serve.server.learning import Learner
@@ -189,11 +190,21 @@ async def _serve(config: Config, port_file: str | None) -> int:
     server, health_servicer, port = await _start_grpc(config, service, tokens)
 
     started = time.monotonic()
+    # The saved state is checked before any model loads: a state dir saved for other RMs or
+    # another encoder fails in seconds, not after minutes of loading weights.
+    arms = tuple(rm.name for rm in config.reward_models)
+    learner = _learner(config, arms, context_dim(config), metrics)
+    await asyncio.get_running_loop().run_in_executor(None, learner.open)
     from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
 
-    pipeline = await Pipeline.load(config)
-    learner = _learner(config, pipeline.arms, pipeline.encoder.dim, metrics)
-    await asyncio.get_running_loop().run_in_executor(None, learner.open)
+    try:
+        pipeline = await Pipeline.load(config)
+    except BaseException:
+        learner.close()
+        raise
+    if pipeline.encoder.dim != learner.dim:
+        learner.close()
+        raise RuntimeError(f"encoder dim {pipeline.encoder.dim}, its config says {learner.dim}")
     service.attach(pipeline, learner)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
@@ -219,6 +230,12 @@ async def _serve(config: Config, port_file: str | None) -> int:
     await pipeline.close()
     log.info("selector state saved in %s; bye", config.state_dir())
     return 1 if service.fatal.is_set() else 0
+
+
+def context_dim(config: Config) -> int:
+    """The context encoder's output dimension, read from its model's config."""
+    model = config.generator.model if config.context.encoder == "policy" else config.context.model
+    return hidden_size(model)
 
 
 def _learner(config: Config, arms: tuple[str, ...], dim: int, metrics: Metrics) -> Learner:

@@ -15,7 +15,7 @@ from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
 from laser_serve.server.testing import ServerProcess
 
-KILLS = 8
+KILLS = 5  # each restart costs ~13 s of imports and loading on 2 cores
 # Two light RMs keep each restart to a few seconds.
 CONFIG = """
 [selector]

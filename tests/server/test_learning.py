@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from serverutil import light_config, server_config
+from serverutil import light_config
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import rerank_request
@@ -33,6 +33,7 @@ COUNTRIES = [
 ]
 # Each task's feedback rewards one RM: LinUCB must learn which from the context alone.
 BEST_RM = {"math": "sim-a", "geo": "sim-b"}
+TASKS = '[server]\ntasks = ["default", "math", "geo"]\n'
 
 
 def task_request(task: str, rng: random.Random) -> pb.RerankRequest:
@@ -52,7 +53,7 @@ def task_request(task: str, rng: random.Random) -> pb.RerankRequest:
 def test_linucb_learns_the_right_rm_per_task(tmp_path: Path) -> None:
     """Over the light arms (real MiniLM RMs that cost milliseconds): what is learned is
     the selector's, not the RMs'."""
-    config = light_config(tmp_path, '[server]\ntasks = ["default", "math", "geo"]\n')
+    config = light_config(tmp_path, TASKS)
     args = ["--config", str(config), "--generator", "hf"]
     server = ServerProcess(args, str(tmp_path / "state"), tmp_path / "log")
     with grpc.insecure_channel(server.start(timeout=300)) as channel:
@@ -78,9 +79,9 @@ def _learn_per_task(stub: rpc.LaserStub) -> None:
     assert sum(last) / len(last) >= 0.8, f"right RM in {sum(last)}/50 of the last calls"
 
 
-def test_restart_keeps_what_was_learned(tmp_path: Path, tiny_rm: Path) -> None:
+def test_restart_keeps_what_was_learned(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    args = ["--config", str(server_config(tmp_path, tiny_rm)), "--generator", "hf"]
+    args = ["--config", str(light_config(tmp_path, TASKS)), "--generator", "hf"]
     first = ServerProcess(args, str(state), tmp_path / "first.log")
     with grpc.insecure_channel(first.start()) as channel:
         stub = rpc.LaserStub(channel)
@@ -107,10 +108,10 @@ def test_restart_keeps_what_was_learned(tmp_path: Path, tiny_rm: Path) -> None:
         assert second.stop() == 0, second.log_tail()
 
 
-def test_mismatched_state_refuses_to_start(tmp_path: Path, tiny_rm: Path) -> None:
+def test_mismatched_state_refuses_to_start(tmp_path: Path) -> None:
     """A saved state for other RMs is an error that names the problem, never a reset."""
     state = tmp_path / "state"
-    args = ["--config", str(server_config(tmp_path, tiny_rm)), "--generator", "hf"]
+    args = ["--config", str(light_config(tmp_path, TASKS)), "--generator", "hf"]
     first = ServerProcess(args, str(state), tmp_path / "first.log")
     first.start()
     assert first.stop() == 0
@@ -122,6 +123,7 @@ def test_mismatched_state_refuses_to_start(tmp_path: Path, tiny_rm: Path) -> Non
         pass
     assert other.proc is not None and other.proc.returncode == 2
     assert "does not match this configuration" in other.log_tail()
+    assert "loaded reward model" not in other.log_tail()  # refused before loading any model
 
 
 def test_auto_feedback_nll_rewards_without_labels(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The tiny laser-train setup that the end-to-end tests share: six sums as JSONL data (four
-train, two held out) and a CPU-sized config (batches of 2, n=4, 16 new tokens, LoRA r=4)."""
+train, two held out) and a CPU-sized config (batches of 2, n=4, 8 new tokens, LoRA r=4)."""
 
 import json
 
@@ -21,12 +21,12 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> TrainConfig:
         batch_size=2,
         n=4,
         pairs=1,
-        max_new_tokens=16,
+        max_new_tokens=8,
         lora_r=4,
         lora_alpha=8,
         lr=1e-3,
         eval_size=2,
-        eval_max_new_tokens=16,
+        eval_max_new_tokens=8,
         log_candidates=True,
         progress=False,
         threads=1,

@@ -3,7 +3,7 @@
 the step's LoRA adapter (`--generator vllm`).
 
 One uninterrupted run and one run stopped after its first batch and resumed; the assertions
-read their logs, summaries and adapters. Short prompts and 16 new tokens keep it CPU-sized.
+read their logs, summaries and adapters. Short prompts and 8 new tokens keep it CPU-sized.
 With vLLM the three runs share one engine (a second engine start would double this file's
 time): the resumed run loads its step's adapter from disk under a new LoRA id, as a resume
 in a new process does, so what it samples depends only on what was saved.
