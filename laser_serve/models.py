@@ -19,6 +19,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -120,8 +121,6 @@ def resolve(name: str) -> Path:
 
 def hidden_size(name: str) -> int:
     """The model's hidden size, from its config.json alone (no torch, no weights)."""
-    import json
-
     path = resolve(name) / "config.json"
     try:
         return int(json.loads(path.read_text())["hidden_size"])

@@ -199,12 +199,11 @@ async def _serve(config: Config, port_file: str | None) -> int:
 
     try:
         pipeline = await Pipeline.load(config)
+        if pipeline.encoder.dim != learner.dim:
+            raise RuntimeError(f"encoder dim {pipeline.encoder.dim}, config.json {learner.dim}")
     except BaseException:
         learner.close()
         raise
-    if pipeline.encoder.dim != learner.dim:
-        learner.close()
-        raise RuntimeError(f"encoder dim {pipeline.encoder.dim}, its config says {learner.dim}")
     service.attach(pipeline, learner)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
