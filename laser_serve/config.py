@@ -213,6 +213,11 @@ class Config:
     reward_models: list[RewardModelConfig] = field(default_factory=profile_reward_models)
     profile: str = DEFAULT_PROFILE  # which stack supplied the model and RM defaults
 
+    @property
+    def arms(self) -> tuple[str, ...]:
+        """The bandit's arms: the RM names, in config order (the saved state is keyed by them)."""
+        return tuple(rm.name for rm in self.reward_models)
+
     def state_dir(self) -> Path:
         return Path(self.server.state_dir) if self.server.state_dir else laser_home() / "state"
 

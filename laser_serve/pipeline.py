@@ -82,7 +82,7 @@ class Pipeline:
         self.prompts = prompts
         self.encoder = encoder
         self.reward_models = reward_models
-        self.arms = tuple(rm.name for rm in reward_models)
+        self.arms = config.arms
         # Concurrent requests' model work runs in shared batches on the one torch thread.
         s = config.server
         batching = functools.partial(

@@ -192,8 +192,7 @@ async def _serve(config: Config, port_file: str | None) -> int:
     started = time.monotonic()
     # The saved state is checked before any model loads: a state dir saved for other RMs or
     # another encoder fails in seconds, not after minutes of loading weights.
-    arms = tuple(rm.name for rm in config.reward_models)
-    learner = _learner(config, arms, context_dim(config), metrics)
+    learner = _learner(config, context_dim(config), metrics)
     await asyncio.get_running_loop().run_in_executor(None, learner.open)
     from laser_serve.pipeline import Pipeline  # torch and vLLM imports are slow
 
@@ -237,13 +236,13 @@ def context_dim(config: Config) -> int:
     return hidden_size(model)
 
 
-def _learner(config: Config, arms: tuple[str, ...], dim: int, metrics: Metrics) -> Learner:
+def _learner(config: Config, dim: int, metrics: Metrics) -> Learner:
     """The journaled Learner, or a cluster replica's when cluster.redis_url is set."""
     if not config.cluster.redis_url:
-        return Learner(config, arms, dim, metrics)
+        return Learner(config, config.arms, dim, metrics)
     from laser_serve.server.cluster import ClusterLearner
 
-    return ClusterLearner(config, arms, dim, metrics)
+    return ClusterLearner(config, config.arms, dim, metrics)
 
 
 async def _cluster_health(learner: Learner, health_servicer: health.aio.HealthServicer) -> None:

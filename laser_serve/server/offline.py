@@ -52,10 +52,6 @@ class FeedbackFilter:
         return True
 
 
-def arms_of(config: Config) -> tuple[str, ...]:
-    return tuple(rm.name for rm in config.reward_models)
-
-
 def state_dim(folder: Path, arms: tuple[str, ...]) -> int:
     """The context dimension a state dir was written with (its snapshot, else its journal)."""
     meta = folder / "learner.json"
@@ -103,7 +99,7 @@ class JournalSummary:
 
 def inspect(config: Config) -> str:
     """Per-arm statistics (snapshot plus the journal after it) and what the journal holds."""
-    folder, arms = config.state_dir(), arms_of(config)
+    folder, arms = config.state_dir(), config.arms
     if not folder.is_dir():
         raise ConfigError(f"state dir {folder} does not exist")
     learner = Learner(config, arms, state_dim(folder, arms), Metrics())
@@ -145,7 +141,7 @@ def rebuild(config: Config, target: Path, keep: FeedbackFilter) -> dict[str, Any
     """Replay every journal segment of ``config.state_dir()`` into a fresh selector in
     ``target`` (a new or empty folder), journaling there what it keeps, so that ``target``
     is a state dir a server can start on. Returns counts by outcome."""
-    source, arms = config.state_dir(), arms_of(config)
+    source, arms = config.state_dir(), config.arms
     if target.resolve() == source.resolve():
         raise ConfigError("--rebuild needs a new folder, not the state dir itself")
     if target.exists() and any(target.iterdir()):
