@@ -28,16 +28,7 @@ DEFAULT_EPSILON = 0.1
 class RandomPolicy(SeededPolicy):
     """Uniformly random arm."""
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        dim: int,
-        seed: int = 0,
-        reward_norm: str = "none",
-        window: int = 1000,
-    ) -> None:
-        super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self.name = "random"
+    name = "random"
 
     def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
@@ -69,17 +60,8 @@ class FixedPolicy(SingleArmPolicy):
 class RoundRobinPolicy(SingleArmPolicy):
     """Arms in turn, 0, 1, …, K−1, 0, … (LASeR's "sequential" baseline)."""
 
-    def __init__(
-        self,
-        arms: Sequence[str],
-        dim: int,
-        seed: int = 0,
-        reward_norm: str = "none",
-        window: int = 1000,
-    ) -> None:
-        super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self.name = "round-robin"
-        self._cursor = 0
+    name = "round-robin"
+    _cursor = 0  # rebound per instance by _decide and _install
 
     def _decide(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = len(self.arms)
@@ -154,6 +136,8 @@ class EpsilonGreedyPolicy(SeededPolicy):
 class EnsemblePolicy(Policy):
     """Score with every reward model and combine with :func:`combine_scores`."""
 
+    name = "ensemble"
+
     def __init__(
         self,
         arms: Sequence[str],
@@ -163,7 +147,6 @@ class EnsemblePolicy(Policy):
         window: int = 1000,
     ) -> None:
         super().__init__(arms, dim, seed=seed, reward_norm=reward_norm, window=window)
-        self.name = "ensemble"
         ones = np.ones(len(self.arms))
         ones.setflags(write=False)
         self._all = Decision(tuple(range(len(self.arms))), ones, 1.0)  # immutable, shared
