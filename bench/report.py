@@ -221,6 +221,26 @@ def format_table(results: Mapping[str, Any], title: str) -> str:
             lines.append(
                 f"| {t} | {n} | " + " | ".join(_f(rows[m]["score"]) for m in methods) + " |"
             )
+        # The CIs per task, for the headline methods only (all of them would not fit a line).
+        headline = [
+            m
+            for m in ("greedy", results.get("best_rm"), "ensemble", "laser", "oracle")
+            if m in results["methods"]
+        ]
+        lines += [
+            "",
+            "Per task with 95% CIs (the headline methods):",
+            "",
+            "| task | n | " + " | ".join(headline) + " |",
+            "|---|---:|" + "---:|" * len(headline),
+        ]
+        for t, rows in tasks.items():
+            n = next(iter(rows.values()))["n"]
+            cells = [
+                f"{_f(rows[m]['score'])} [{_f(rows[m]['ci'][0])}, {_f(rows[m]['ci'][1])}]"
+                for m in headline
+            ]
+            lines.append(f"| {t} | {n} | " + " | ".join(cells) + " |")
     for m, shares in results["selection"].items():
         lines.append(f"\nRM shares of {m} by task:")
         for t, s in shares.items():

@@ -53,3 +53,6 @@ def test_headroom_and_paired_differences() -> None:
     assert res["paired"]["laser-greedy"]["against"] == "greedy"
     text = report.format_table(res, "t")
     assert "best single RM 66.7, best RM per task 83.3, best RM per row 100.0" in text
+    # Per-task CIs for the headline methods: on "other" greedy is never right, b always.
+    assert "| task | n | greedy | rm:b | ensemble | laser | oracle |" in text
+    assert "| other | 2 | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] |" in text
