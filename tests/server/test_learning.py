@@ -64,7 +64,7 @@ def test_linucb_learns_the_right_rm_per_task(tmp_path: Path) -> None:
 def _learn_per_task(stub: rpc.LaserStub) -> None:
     rng = random.Random(0)
     hits: list[bool] = []
-    rounds = 220
+    rounds = 80  # it learns within a few rounds; by chance (2 arms) 32/40 has p < 1e-4
     for i in range(rounds):
         task = "math" if i % 2 == 0 else "geo"
         resp = stub.Rerank(task_request(task, rng))
@@ -75,8 +75,8 @@ def _learn_per_task(stub: rpc.LaserStub) -> None:
             )
         )
         hits.append(chosen == BEST_RM[task])
-    last = hits[-50:]
-    assert sum(last) / len(last) >= 0.8, f"right RM in {sum(last)}/50 of the last calls"
+    last = hits[-40:]
+    assert sum(last) / len(last) >= 0.8, f"right RM in {sum(last)}/40 of the last calls"
 
 
 def test_restart_keeps_what_was_learned(tmp_path: Path) -> None:
