@@ -3,7 +3,7 @@
 - the score per method (100 × mean task score), overall and per task, with a 95% bootstrap
   CI over rows (each row's score averaged over the seeds' streams);
 - paired bootstrap CIs of LASeR − ensemble, LASeR − best single RM and LASeR − greedy
-  (same rows);
+  (same rows), and every reranking method − greedy (does best-of-n pay at all?);
 - the selection headroom: the best single RM, the best RM per task and the best RM per row,
   all in hindsight (what choosing one RM per prompt could reach at most);
 - RM seconds per request, absolute and relative to the ensemble's;
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from laser_bench.methods import ENSEMBLE, GREEDY, LASER, LEARNERS, RM_PREFIX, Replay
+from laser_bench.methods import ENSEMBLE, GREEDY, LASER, LEARNERS, ORACLE, RM_PREFIX, Replay
 from laser_bench.replay import Pool
 
 CURVE_POINTS = 100
@@ -95,17 +95,19 @@ def summarize(
     singles = [m for m in methods if m.startswith(RM_PREFIX)]
     best_rm = max(singles, key=lambda m: rows[m].mean()) if singles else None
     results["best_rm"] = best_rm
-    paired = {}
+
+    def paired(a: str, b: str) -> dict[str, Any]:
+        diff = rows[a] - rows[b]
+        ci = [100 * v for v in bootstrap_ci(diff, n_boot)]
+        return {"diff": 100 * float(diff.mean()), "ci": ci, "against": b}
+
     against = (("laser-ensemble", ENSEMBLE), ("laser-best_rm", best_rm), ("laser-greedy", GREEDY))
-    for name, other in against:
-        if LASER in rows and other in rows:
-            diff = rows[LASER] - rows[other]
-            paired[name] = {
-                "diff": 100 * float(diff.mean()),
-                "ci": [100 * v for v in bootstrap_ci(diff, n_boot)],
-                "against": other,
-            }
-    results["paired"] = paired
+    results["paired"] = {
+        name: paired(LASER, other) for name, other in against if LASER in rows and other in rows
+    }
+    # Does best-of-n pay at all? Every reranking method against greedy decoding, paired.
+    if GREEDY in rows:
+        results["vs_greedy"] = {m: paired(m, GREEDY) for m in methods if m not in (GREEDY, ORACLE)}
     single_rows = {m: rows[m] for m in singles}
     results["curve"] = learning_curve(pools, runs, single_rows, by_task)
     if best_rm:
@@ -202,6 +204,13 @@ def format_table(results: Mapping[str, Any], title: str) -> str:
             f"\n{name.replace('best_rm', p['against'])}: {_f(p['diff'], '+.2f')} "
             f"[{_f(p['ci'][0], '+.2f')}, {_f(p['ci'][1], '+.2f')}] (paired bootstrap, 95%)"
         )
+    if results.get("vs_greedy"):
+        lines += ["", "| method - greedy (paired) | diff | 95% CI |", "|---|---:|---:|"]
+        for m, p in results["vs_greedy"].items():
+            lo, hi = p["ci"]
+            lines.append(
+                f"| {m} | {_f(p['diff'], '+.2f')} | [{_f(lo, '+.2f')}, {_f(hi, '+.2f')}] |"
+            )
     if "headroom" in results:
         h = results["headroom"]
         lines.append(
@@ -222,10 +231,10 @@ def format_table(results: Mapping[str, Any], title: str) -> str:
                 f"| {t} | {n} | " + " | ".join(_f(rows[m]["score"]) for m in methods) + " |"
             )
         # The CIs per task, for the headline methods only (all of them would not fit a line).
-        headline = [
+        headline: list[str] = [
             m
             for m in ("greedy", results.get("best_rm"), "ensemble", "laser", "oracle")
-            if m in results["methods"]
+            if isinstance(m, str) and m in results["methods"]
         ]
         lines += [
             "",

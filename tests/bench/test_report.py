@@ -56,3 +56,8 @@ def test_headroom_and_paired_differences() -> None:
     # Per-task CIs for the headline methods: on "other" greedy is never right, b always.
     assert "| task | n | greedy | rm:b | ensemble | laser | oracle |" in text
     assert "| other | 2 | 0.0 [0.0, 0.0] | 100.0 [100.0, 100.0] |" in text
+    # Every reranker against greedy, paired: greedy is wrong on every row, so each
+    # method's difference is its own score.
+    assert set(res["vs_greedy"]) == {"rm:a", "rm:b", "ensemble", "laser"}
+    assert res["vs_greedy"]["rm:b"]["diff"] == pytest.approx(100 * 4 / 6)
+    assert "| rm:b | +66.67 |" in text
