@@ -70,6 +70,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="replay the pool files in DIR (e.g. bench/pools) without building anything",
     )
+    rep.add_argument(
+        "--rows",
+        type=_row_range,
+        default=None,
+        metavar="A:B",
+        help="replay only rows A to B of the built stream (1-based, inclusive; 'A:' runs to the"
+        " end), e.g. 449: to leave out a dev split of rows 1-448",
+    )
     rep.add_argument("--methods", nargs="+", default=None, help="methods (default: all)")
     rep.add_argument("--seeds", type=int, default=20, help="shuffled streams (default 20)")
     rep.add_argument("--alpha", type=float, default=0.1, help="LinUCB exploration (default 0.1)")
@@ -117,6 +125,10 @@ def run(
                 replay.write_pools(args.ship, header, records)
         if args.build_only:
             return 0
+        if args.rows:
+            first, last = args.rows
+            records = records[first - 1 : last]
+            header = {**header, "rows": f"{first}:{last or ''}"}
         if not records:
             raise BenchError("no built rows to replay")
         results = evaluate(args, replay.pools_from_records(records, rm_names), rm_names)
@@ -153,6 +165,18 @@ def _check(args: argparse.Namespace) -> None:
         raise BenchError("--temperature must be >= 0")
     if args.pools and not args.pools.is_dir():
         raise BenchError(f"--pools {args.pools}: not a folder")
+
+
+def _row_range(text: str) -> tuple[int, int | None]:
+    """'A:B' or 'A:' as (A, B or None), 1-based and inclusive."""
+    first, sep, last = text.partition(":")
+    try:
+        bounds = (int(first), int(last) if last else None)
+    except ValueError:
+        bounds = (0, None)
+    if not sep or bounds[0] < 1 or (bounds[1] is not None and bounds[1] < bounds[0]):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected A:B or A: with 1 <= A <= B")
+    return bounds
 
 
 def _settings(args: argparse.Namespace) -> replay.Settings:
