@@ -127,23 +127,19 @@ def main(argv: list[str] | None = None) -> int:
     @torch.inference_mode()
     def loglik(path: Any, rows: Any) -> list[torch.Tensor]:
         last, hidden = path(decoder, rows, args.max_tokens)
-        return causal.continuation_logprobs(head, last, hidden, rows)
+        return causal.continuation_logprobs(head, [(rows, (last, hidden))])[0]
 
     @torch.inference_mode()
     def bound(rows: Any) -> None:
         last = decoder(input_ids=torch.tensor([rows.prefix], device=args.device))
         conts = torch.tensor(rows.continuations, device=args.device)
         h = decoder(input_ids=conts).last_hidden_state
-        causal.continuation_logprobs(head, last.last_hidden_state[0, -1], list(h), rows)
+        causal.continuation_logprobs(head, [(rows, (last.last_hidden_state[0, -1], list(h)))])
 
     @torch.inference_mode()
     def batched(requests: list[Any]) -> None:
-        for (last, hidden), rows in zip(
-            causal.shared_prefix_hidden_many(decoder, requests, args.max_tokens),
-            requests,
-            strict=True,
-        ):
-            causal.continuation_logprobs(head, last, hidden, rows)
+        hidden = causal.shared_prefix_hidden_many(decoder, requests, args.max_tokens)
+        causal.continuation_logprobs(head, list(zip(requests, hidden, strict=True)))
 
     def one_by_one(requests: list[Any]) -> None:
         for r in requests:

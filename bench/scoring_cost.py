@@ -57,7 +57,7 @@ def lower_bound(rm: Any, rows: Any) -> None:
         for i, c in enumerate(conts):
             ids[i, : len(c)] = torch.tensor(c)
         h = rm.decoder(input_ids=ids).last_hidden_state
-        rm.head_scores(rows, last, [h[i, : len(c)] for i, c in enumerate(conts)])
+        rm.head_scores([(rows, (last, [h[i, : len(c)] for i, c in enumerate(conts)]))])
 
 
 def measure(

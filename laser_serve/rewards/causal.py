@@ -212,18 +212,34 @@ def fp32_head(head: Any) -> Any:
 
 
 def continuation_logprobs(
-    head: Any, prefix_last: torch.Tensor, hidden: Sequence[torch.Tensor], rows: Rows
-) -> list[torch.Tensor]:
-    """Log-probability (fp32) of every continuation token given everything before it.
+    head: Any, scored: Sequence[tuple[Rows, Hidden]], chunk_tokens: int = 512
+) -> list[list[torch.Tensor]]:
+    """Log-probability (fp32) of every continuation token given everything before it, for
+    each (rows, hidden states) of one or several requests.
 
     Token t of a continuation is predicted from the hidden state before it: the prefix's
     last one for t = 0, the continuation's own for later t. The hidden states are cast to
     `head`'s dtype: pass an fp32 head (`fp32_head`) for fp32 logits from a bf16 model.
+    Every request's tokens go through the head together, `chunk_tokens` at a time: the
+    vocabulary-sized head is most of lm-loglik's cost, and one continuation at a time reads
+    its weights once per continuation instead of once per chunk.
     """
+    before, targets, sizes = [], [], []
+    for rows, (prefix_last, hidden) in scored:
+        for h, cont in zip(hidden, rows.continuations, strict=True):
+            before.append(torch.cat([prefix_last[None], h[:-1]]))
+            targets += cont
+            sizes.append(len(cont))
+    states = torch.cat(before).to(head.weight.dtype)
+    target = torch.tensor(targets, device=states.device)
+    picked = []
+    for start in range(0, len(targets), chunk_tokens):
+        logits = head(states[start : start + chunk_tokens]).float()
+        own = logits.gather(-1, target[start : start + chunk_tokens, None])[:, 0]
+        picked.append(own - logits.logsumexp(-1))
+    flat = list(torch.cat(picked).split(sizes))
     out = []
-    for h, cont in zip(hidden, rows.continuations, strict=True):
-        before = torch.cat([prefix_last[None], h[:-1]]).to(head.weight.dtype)
-        logprobs = head(before).float().log_softmax(-1)
-        target = torch.tensor(cont, device=logprobs.device)
-        out.append(logprobs.gather(-1, target[:, None])[:, 0])
+    for rows, _ in scored:
+        out.append(flat[: len(rows.continuations)])
+        flat = flat[len(rows.continuations) :]
     return out

@@ -17,6 +17,7 @@ from laser_serve.models import causal_lm, parameter_bytes
 from laser_serve.rewards.base import ScoreRequest
 from laser_serve.rewards.causal import (
     SLOT,
+    Hidden,
     HiddenPath,
     Rows,
     continuation_logprobs,
@@ -81,18 +82,19 @@ class _CausalLmRM:
         """Several requests' scores from shared forwards (the scheduler's batches)."""
         rows = [self.rows(r) for r in requests]
         hidden = shared_prefix_hidden_many(self.decoder, rows, self.max_tokens)
-        return [self.head_scores(r, *h) for r, h in zip(rows, hidden, strict=True)]
+        return self.head_scores(list(zip(rows, hidden, strict=True)))
 
     def score_rows(self, rows: Rows, hidden_path: HiddenPath = shared_prefix_hidden) -> np.ndarray:
         """One request's scores; `hidden_path` picks the shared or the plain (old) path."""
-        return self.head_scores(rows, *hidden_path(self.decoder, rows, self.max_tokens))
+        return self.head_scores([(rows, hidden_path(self.decoder, rows, self.max_tokens))])[0]
 
     def rows(self, request: ScoreRequest) -> Rows:
         """The request as one shared prefix and a continuation per candidate."""
         raise NotImplementedError
 
-    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
-        """Scores from the decoder's hidden states (prefix's last token, continuations)."""
+    def head_scores(self, scored: Sequence[tuple[Rows, Hidden]]) -> list[np.ndarray]:
+        """Each request's scores from the decoder's hidden states (prefix's last token,
+        continuations), all requests through the head at once."""
         raise NotImplementedError
 
 
@@ -123,9 +125,11 @@ class LmLoglikRM(_CausalLmRM):
         extra = 0 if self.head32 is self.head else parameter_bytes(self.head32)
         return super().memory_bytes() + extra
 
-    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
-        logprobs = continuation_logprobs(self.head32, last, hidden, rows)
-        return np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
+    def head_scores(self, scored: Sequence[tuple[Rows, Hidden]]) -> list[np.ndarray]:
+        return [
+            np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
+            for logprobs in continuation_logprobs(self.head32, scored)
+        ]
 
 
 class LmJudgeRM(_CausalLmRM):
@@ -150,12 +154,14 @@ class LmJudgeRM(_CausalLmRM):
         room = self.max_length - longest - len(suffix)
         return Rows(prefix[-room:], [c + suffix for c in cands])
 
-    def head_scores(self, rows: Rows, last: Any, hidden: list[Any]) -> np.ndarray:
+    def head_scores(self, scored: Sequence[tuple[Rows, Hidden]]) -> list[np.ndarray]:
         import torch
 
-        last = torch.stack([h[-1] for h in hidden])
+        last = torch.stack([h[-1] for _, (_, hidden) in scored for h in hidden])
         weight = self.head.weight[[self.yes, self.no]].float()
         logits = last.float() @ weight.T  # the two logits that matter, in fp32
         if getattr(self.head, "bias", None) is not None:
             logits += self.head.bias[[self.yes, self.no]].float()
-        return (logits[:, 0] - logits[:, 1]).double().numpy(force=True)
+        gaps = (logits[:, 0] - logits[:, 1]).double().numpy(force=True)
+        counts = [len(rows.continuations) for rows, _ in scored]
+        return np.split(gaps, np.cumsum(counts)[:-1])

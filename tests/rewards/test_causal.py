@@ -142,3 +142,26 @@ def test_auto_dtype_is_bf16_only_where_the_hardware_has_it(monkeypatch) -> None:
     assert devices.pick_dtype("auto", "cpu") == "bfloat16"
     assert devices.pick_dtype("auto", "cuda:0") == "bfloat16"
     assert devices.pick_dtype("float32", "cuda") == "float32"  # an explicit dtype is kept
+
+
+def test_continuation_logprobs_of_several_requests_in_chunks() -> None:
+    """All requests' tokens go through the head together, a few at a time: each token still
+    gets log p(token | what came before it) of its own request."""
+    from laser_serve.rewards.causal import Rows, continuation_logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    requests = [
+        Rows([1, 2], [[3, 4, 5], [6]]),
+        Rows([7], [[8, 9], [10, 1, 2, 3], [4]]),
+    ]
+    hidden = [(torch.randn(8), [torch.randn(len(c), 8) for c in r.continuations]) for r in requests]
+    scored = list(zip(requests, hidden, strict=True))
+    for chunk in (1, 3, 512):
+        got = continuation_logprobs(head, scored, chunk_tokens=chunk)
+        for (rows, (last, states)), per_request in zip(scored, got, strict=True):
+            assert len(per_request) == len(rows.continuations)
+            for cont, h, lp in zip(rows.continuations, states, per_request, strict=True):
+                before = torch.cat([last[None], h[:-1]])
+                want = head(before).log_softmax(-1)[torch.arange(len(cont)), cont]
+                torch.testing.assert_close(lp, want.detach())
