@@ -78,8 +78,11 @@ async def measure(policy: str, limit: int, requests: int) -> dict[str, Any]:
             latencies.append(time.perf_counter() - t)
     finally:
         await generator.close()
+    from laser_serve.devices import default_device, pick_dtype
+
     return {
         "policy": policy,
+        "dtype": pick_dtype(config.dtype, default_device()),
         "load_s": load_s,
         "gsm8k_rows": len(rows),
         "gsm8k_greedy_accuracy": 100 * sum(correct) / len(rows),
@@ -90,12 +93,14 @@ async def measure(policy: str, limit: int, requests: int) -> dict[str, Any]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| policy | GSM8K greedy % | rows | batch tok/s | Rerank n=4 x 64 tokens s | start s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| policy | dtype | GSM8K greedy % | rows | batch tok/s | Rerank n=4 x 64 tokens s "
+        "| start s |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['policy']} | {r['gsm8k_greedy_accuracy']:.1f} | {r['gsm8k_rows']} | "
+            f"| {r['policy']} | {r['dtype']} | {r['gsm8k_greedy_accuracy']:.1f} | "
+            f"{r['gsm8k_rows']} | "
             f"{r['gsm8k_tokens_per_s']:.1f} | {r['rerank_generate_s_p50']:.1f} | "
             f"{r['load_s']:.0f} |"
         )
