@@ -20,9 +20,9 @@ from laser_serve.rewards.causal import (
     Hidden,
     HiddenPath,
     Rows,
+    TokenLogprobs,
     continuation_logprobs,
     decoder_of,
-    fp32_head,
     shared_prefix_hidden,
     shared_prefix_hidden_many,
     split_at_slot,
@@ -119,16 +119,15 @@ class LmLoglikRM(_CausalLmRM):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head32 = fp32_head(self.head)
+        self.logprobs = TokenLogprobs(self.head)
 
     def memory_bytes(self) -> int:
-        extra = 0 if self.head32 is self.head else parameter_bytes(self.head32)
-        return super().memory_bytes() + extra
+        return super().memory_bytes() + self.logprobs.extra_bytes(self.head)
 
     def head_scores(self, scored: Sequence[tuple[Rows, Hidden]]) -> list[np.ndarray]:
         return [
             np.asarray([lp.mean().item() for lp in logprobs], dtype=np.float64)
-            for logprobs in continuation_logprobs(self.head32, scored)
+            for logprobs in continuation_logprobs(self.logprobs, scored)
         ]
 
 
