@@ -15,6 +15,7 @@ and checked against the publisher's size and sha256 before anything uses it.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib
@@ -176,12 +177,27 @@ def _materialize(model: GgufModel) -> Path:
 
     The GGUF-quantized model refuses save_pretrained, so the weights are dequantized into a
     model built from the config alone. The folder is written next to its final place and
-    renamed, so two processes never see half a folder.
+    renamed, so no process sees half a folder. One process materializes at a time (a lock
+    file), so the others wait for its folder instead of writing their own, and a temporary
+    folder found under the lock was left by a process that died mid-way (up to 6 GB for the
+    1.5B): it is removed.
     """
     target = laser_home() / "models" / model.folder
     if (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{model.folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "model.safetensors").exists():  # another process made it meanwhile
+            return target
+        for stale in target.parent.glob(f".{model.folder}-*"):
+            log.warning("removing %s, left by an interrupted materialization", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        _materialize_locked(model, target)
+    return target
+
+
+def _materialize_locked(model: GgufModel, target: Path) -> None:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{model.folder}-", dir=target.parent))
     try:
@@ -198,15 +214,10 @@ def _materialize(model: GgufModel) -> Path:
                 )
         out = tmp / "model"
         _dequantize(gguf_dir, model.gguf_file, out)
-        try:
-            out.rename(target)
-        except OSError:
-            if not (target / "model.safetensors").exists():  # not a lost race: a real error
-                raise
+        out.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("materialized %s at %s in %.1fs", model.folder, target, time.monotonic() - started)
-    return target
 
 
 def _dequantize(gguf_dir: Path, gguf_file: str, out: Path) -> None:
