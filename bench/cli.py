@@ -89,4 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m laser_bench.cli` runs this file as __main__, a second copy of the module:
+    # the benches' `emit` lives in laser_bench.cli, so main() must be that copy's.
+    from laser_bench.cli import main as package_main
+
+    raise SystemExit(package_main())

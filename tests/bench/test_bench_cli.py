@@ -7,6 +7,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+POOLS = Path(__file__).resolve().parents[2] / "bench" / "pools"
 
 
 def test_library_output_goes_to_stderr_and_results_to_stdout() -> None:
@@ -31,3 +34,17 @@ def test_library_output_goes_to_stderr_and_results_to_stdout() -> None:
     assert rest == "after the bench\n"
     for line in ("python-level log", "fd-level log", "child log"):
         assert line in done.stderr
+
+
+def test_results_reach_stdout_also_when_run_as_a_module() -> None:
+    """`python -m laser_bench.cli` (how a build is run from a checkout) prints its results
+    on stdout too, not into the logs."""
+    args = ["mix", "--pools", str(POOLS), "--seeds", "1", "--methods", "greedy", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "laser_bench.cli", *args, "--bootstrap", "10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(done.stdout)["methods"]["greedy"]["score"] > 0
