@@ -43,6 +43,7 @@ async def measure(policy: str, limit: int, requests: int) -> dict[str, Any]:
     from laser_bench import gsm8k, replay
 
     from laser_serve.config import GeneratorConfig
+    from laser_serve.devices import default_device, pick_dtype
     from laser_serve.generation import PromptBuilder, Sampling, make_generator
     from laser_serve.models import policy_tokenizer
 
@@ -78,8 +79,6 @@ async def measure(policy: str, limit: int, requests: int) -> dict[str, Any]:
             latencies.append(time.perf_counter() - t)
     finally:
         await generator.close()
-    from laser_serve.devices import default_device, pick_dtype
-
     return {
         "policy": policy,
         "dtype": pick_dtype(config.dtype, default_device()),

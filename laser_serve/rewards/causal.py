@@ -277,9 +277,5 @@ def continuation_logprobs(
         head(states[start : start + chunk_tokens], target[start : start + chunk_tokens])
         for start in range(0, len(targets), chunk_tokens)
     ]
-    flat = list(torch.cat(picked).split(sizes))
-    out = []
-    for rows, _ in scored:
-        out.append(flat[: len(rows.continuations)])
-        flat = flat[len(rows.continuations) :]
-    return out
+    each = iter(torch.cat(picked).split(sizes))
+    return [[next(each) for _ in rows.continuations] for rows, _ in scored]
