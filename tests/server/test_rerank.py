@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 
 import grpc
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import Client, rerank_request
+from laser_serve.server.testing import ServerProcess
 
 RM_NAMES = {"smol-judge", "smol-loglik", "minilm-sim", "tiny-cls"}
 
@@ -49,16 +51,32 @@ def test_rerank_generates_n_candidates(stub: rpc.LaserStub) -> None:
     assert not resp.truncated
 
 
-def test_same_seed_same_candidates(stub: rpc.LaserStub) -> None:
-    texts = [
-        [
-            c.text
-            for c in stub.Rerank(
-                rerank_request("Name a colour.", n=3, max_tokens=8, seed=11, temperature=1.0)
-            ).candidates
-        ]
-        for _ in range(2)
-    ]
+def wait_until_idle(server: ServerProcess, timeout: float = 60.0) -> None:
+    """Wait until the shared server serves no request (an earlier test may have left one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+        inflight = next(
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "laser_inflight_requests"
+        )
+        if inflight == 0:
+            return
+        assert time.monotonic() < deadline, f"{inflight} requests still in flight"
+        time.sleep(0.2)
+
+
+def test_same_seed_same_candidates(server: ServerProcess, stub: rpc.LaserStub) -> None:
+    # The seed contract holds while no other request shares vLLM's batches (laser.proto).
+    texts = []
+    for _ in range(2):
+        wait_until_idle(server)
+        resp = stub.Rerank(
+            rerank_request("Name a colour.", n=3, max_tokens=8, seed=11, temperature=1.0)
+        )
+        texts.append([c.text for c in resp.candidates])
     assert texts[0] == texts[1]
 
 
