@@ -11,6 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from laser_serve.api import pb, rpc
 from laser_serve.client import Client, rerank_request
@@ -51,17 +52,18 @@ def test_rerank_generates_n_candidates(stub: rpc.LaserStub) -> None:
     assert not resp.truncated
 
 
+def metric_samples(server: ServerProcess) -> list[Sample]:
+    """Every sample the server's Prometheus endpoint exposes now."""
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+
 def wait_until_idle(server: ServerProcess, timeout: float = 60.0) -> None:
     """Wait until the shared server serves no request (an earlier test may have left one)."""
     deadline = time.monotonic() + timeout
     while True:
-        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-        inflight = next(
-            s.value
-            for f in text_string_to_metric_families(text)
-            for s in f.samples
-            if s.name == "laser_inflight_requests"
-        )
+        samples = metric_samples(server)
+        inflight = next(s.value for s in samples if s.name == "laser_inflight_requests")
         if inflight == 0:
             return
         assert time.monotonic() < deadline, f"{inflight} requests still in flight"
@@ -148,12 +150,7 @@ def test_feedback_updates_state_and_metrics(stub: rpc.LaserStub, server) -> None
     after = state_by_rm(stub)[rm]
     assert after.pulls == before + 1
     assert after.last_update_unix > 0
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in metric_samples(server)}
     assert samples[("laser_feedback_total", (("outcome", "applied"), ("reward_model", rm)))] >= 1
     assert samples[("laser_selector_pulls", (("reward_model", rm),))] == after.pulls
 
@@ -275,11 +272,5 @@ def test_deadline_stops_the_work_and_shows_in_metrics(stub: rpc.LaserStub, serve
     # The server keeps serving and the cut stage is counted.
     resp = stub.Rerank(rerank_request("Hi?", candidates=["Hello", "Bye"]), timeout=120)
     assert resp.selection_id
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    cut = [
-        s
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-        if s.name == "laser_stage_cut_total"
-    ]
+    cut = [s for s in metric_samples(server) if s.name == "laser_stage_cut_total"]
     assert cut and sum(s.value for s in cut) >= 1
